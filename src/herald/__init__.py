@@ -1,0 +1,3 @@
+"""Herald: a self-hosted webhook and integrations service speaking the Moltin Integrations API v2."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,166 @@
+"""POST /oauth/access_token and the bearer-token check every /v2 route depends on."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
+
+from herald.api.jsonapi import APIError, JSONResponse
+from herald.store import stores as store_repo
+
+router = APIRouter(tags=["auth"])
+
+GRANTS = ("client_credentials", "implicit")
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int = Field(description="Seconds the token lives")
+    expires: int = Field(description="Unix time (seconds) when it expires")
+    identifier: str = Field(description="The grant type: client_credentials or implicit")
+
+
+class TokenRequest(BaseModel):
+    grant_type: str = Field(description="client_credentials or implicit")
+    client_id: str
+    client_secret: str | None = Field(None, description="Required for client_credentials")
+
+
+class FailedSignIns:
+    """A sliding window of failed sign-ins per client_id and per remote address (in this process)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._hits: dict[str, deque[float]] = defaultdict(deque)
+
+    def _prune(self, key: str, now: float) -> deque[float]:
+        hits = self._hits[key]
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if not hits:
+            del self._hits[key]
+            return deque()
+        return hits
+
+    def retry_after(self, keys: list[str]) -> int | None:
+        now = time.monotonic()
+        worst = None
+        for key in keys:
+            hits = self._prune(key, now)
+            if len(hits) >= self.limit:
+                wait = int(hits[0] + self.window - now) + 1
+                worst = max(worst or 0, wait)
+        return worst
+
+    def record(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._hits[key].append(now)
+
+
+@dataclass(slots=True)
+class Caller:
+    store_id: str
+    grant: str
+
+
+async def _token_form(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise APIError(400, "Bad Request", "The request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "Bad Request", "The request body must be an object")
+        return body
+    form: FormData = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+@router.post(
+    "/oauth/access_token",
+    response_model=AccessToken,
+    summary="Get an access token",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": TokenRequest.model_json_schema()},
+                "application/json": {"schema": TokenRequest.model_json_schema()},
+            },
+        }
+    },
+    responses={401: {"description": "Wrong credentials"}, 429: {"description": "Too many failed sign-ins"}},
+)
+async def access_token(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await _token_form(request)
+    grant = body.get("grant_type")
+    client_id = body.get("client_id")
+    if grant not in GRANTS:
+        raise APIError(422, "Unprocessable Entity", "grant_type must be client_credentials or implicit", "grant_type")
+    if not isinstance(client_id, str) or not client_id:
+        raise APIError(422, "Unprocessable Entity", "client_id is required", "client_id")
+    remote = request.client.host if request.client else "unknown"
+    keys = [f"client:{client_id}", f"addr:{remote}"]
+    limiter: FailedSignIns = state.sign_ins
+    wait = limiter.retry_after(keys)
+    if wait is not None:
+        raise APIError(
+            429, "Too Many Requests", "Too many failed sign-ins; try again later", headers={"Retry-After": str(wait)}
+        )
+    async with state.db.read() as conn:
+        found = await store_repo.by_client_id(conn, client_id)
+    ok = found is not None
+    if ok and grant == "client_credentials":
+        secret = body.get("client_secret")
+        ok = isinstance(secret, str) and store_repo.secret_matches(secret, found[1])  # type: ignore[index]
+    if not ok:
+        limiter.record(keys)
+        raise APIError(401, "Unauthorized", "Invalid client credentials")
+    ttl = state.settings.token_ttl
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": found[0], "grant": grant, "iat": now, "exp": now + ttl},  # type: ignore[index]
+        state.token_key,
+        algorithm="HS256",
+    )
+    return JSONResponse(
+        {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "expires": now + ttl, "identifier": grant}
+    )
+
+
+def _caller(request: Request) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise APIError(401, "Unauthorized", "An Authorization: Bearer <token> header is required")
+    try:
+        claims = jwt.decode(token.strip(), request.app.state.token_key, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise APIError(401, "Unauthorized", "The access token has expired") from None
+    except jwt.PyJWTError:
+        raise APIError(401, "Unauthorized", "The access token is invalid") from None
+    return Caller(store_id=claims["sub"], grant=claims.get("grant", "implicit"))
+
+
+def require_store(request: Request) -> str:
+    """The store behind a client_credentials token; implicit tokens may not manage integrations (403)."""
+    caller = _caller(request)
+    if caller.grant != "client_credentials":
+        raise APIError(403, "Forbidden", "An implicit token cannot access integrations or events; use client_credentials")
+    return caller.store_id
+
+
+StoreId = Annotated[str, Depends(require_store)]

@@ -1,0 +1,119 @@
+"""/v2/integrations/:id/jobs: list, detail, and manual retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from herald.api.auth import StoreId
+from herald.api.jsonapi import (
+    ORDERED_OPS,
+    STR_OPS,
+    APIError,
+    FilterField,
+    JSONResponse,
+    collection,
+    filter_clauses,
+    json_body,
+    not_found,
+    page_params,
+    parse_str,
+    parse_time,
+    unprocessable,
+)
+from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
+from herald.store import integrations as integration_repo
+from herald.store import jobs as repo
+from herald.store.tables import jobs as t
+
+router = APIRouter(prefix="/v2/integrations", tags=["jobs"])
+
+FILTERS = {
+    "status": FilterField(t.c.status, parse_str, ("eq",)),
+    "triggered_by": FilterField(t.c.triggered_by, parse_str, STR_OPS),
+    "created_at": FilterField(t.c.created_at, parse_time, ORDERED_OPS),
+}
+
+
+def serialize(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": "integration-job",
+        "status": row["status"],
+        "triggered_by": row["triggered_by"],
+        "attempts": row["attempts"],
+        "next_attempt_at": rfc3339(row["run_at"]) if row["status"] == "pending" else None,
+        "relationships": {
+            "integration": {"data": {"type": "integration", "id": row["integration_id"]}},
+            "event": {"data": {"type": "event", "id": row["event_id"]}},
+        },
+        "meta": {"timestamps": {"created_at": rfc3339(row["created_at"]), "updated_at": rfc3339(row["updated_at"])}},
+    }
+
+
+async def _require_integration(conn: Any, store_id: str, integration_id: str) -> None:
+    if not await integration_repo.exists(conn, store_id, integration_id):
+        raise not_found()
+
+
+@router.get("/{integration_id}/jobs", summary="List the jobs of an integration")
+async def list_jobs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+    page = page_params(request)
+    where = filter_clauses(request, FILTERS)
+    async with request.app.state.db.read() as conn:
+        await _require_integration(conn, store_id, integration_id)
+        rows, total = await repo.page(conn, store_id, integration_id, where, page.limit, page.offset, page.after)
+    data = [serialize(r) for r in rows]
+    return JSONResponse(collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=False))
+
+
+@router.get("/{integration_id}/jobs/{job_id}", summary="Get a job")
+async def get_job(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+    async with request.app.state.db.read() as conn:
+        row = await repo.get(conn, store_id, integration_id, job_id)
+    if row is None:
+        raise not_found()
+    return JSONResponse({"data": serialize(row)})
+
+
+@router.post("/{integration_id}/jobs/{job_id}/retry", status_code=202, summary="Retry a job now (one more attempt)")
+async def retry_job(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+    now = utcnow()
+    async with request.app.state.db.write() as conn:
+        row = await repo.get(conn, store_id, integration_id, job_id)
+        if row is None:
+            raise not_found()
+        if row["status"] not in repo.RETRYABLE:
+            raise APIError(409, "Conflict", f"The job is {row['status']}; only failed, succeeded or cancelled jobs can be retried")
+        await repo.retry(conn, store_id, integration_id, job_id, now)
+        row = await repo.get(conn, store_id, integration_id, job_id)
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            await conn.execute(text("SELECT pg_notify('herald_jobs', '')"))
+    request.app.state.notifier.wake()
+    return JSONResponse({"data": serialize(row)}, status_code=202)  # type: ignore[arg-type]
+
+
+@router.post("/{integration_id}/jobs/retry", status_code=202, summary="Retry every job of a status (since a time)")
+async def retry_jobs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+    body = await json_body(request)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        raise unprocessable("The request body must be an object with a `data` object", "data")
+    status = data.get("status", "failed")
+    if status not in repo.RETRYABLE:
+        raise unprocessable(f"status must be one of {', '.join(repo.RETRYABLE)}", "data.status")
+    since = None
+    if data.get("since") is not None:
+        try:
+            since = parse_rfc3339(str(data["since"]))
+        except ValueError:
+            raise unprocessable("since must be an RFC 3339 timestamp", "data.since") from None
+    async with request.app.state.db.write() as conn:
+        await _require_integration(conn, store_id, integration_id)
+        count = await repo.retry_many(conn, store_id, integration_id, status, since, utcnow())
+    if count:
+        request.app.state.notifier.wake()
+    return JSONResponse({"meta": {"count": count}}, status_code=202)

@@ -1,0 +1,292 @@
+"""The JSON:API-flavoured conventions of /v2: envelopes, errors, pagination, links and filters."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+
+from herald.domain.ids import parse_rfc3339
+
+MAX_LIMIT = 100
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class APIError(Exception):
+    """Any error answered in the Moltin form {"errors":[{status,title,detail,source?}]}."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.source = source
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.title, self.detail, self.source, self.headers)
+
+
+def error_response(
+    status: int,
+    title: str,
+    detail: str,
+    source: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    err: dict[str, Any] = {"status": status, "title": title, "detail": detail}
+    if source:
+        err["source"] = source
+    err.update(extra)
+    return JSONResponse({"errors": [err]}, status_code=status, headers=headers)
+
+
+def not_found() -> APIError:
+    return APIError(404, "Not Found", "The resource could not be found")
+
+
+def bad_request(detail: str, source: str | None = None) -> APIError:
+    return APIError(400, "Bad Request", detail, source)
+
+
+def unprocessable(detail: str, source: str | None = None) -> APIError:
+    return APIError(422, "Unprocessable Entity", detail, source)
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise bad_request("The request body is empty; a JSON document was expected")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}") from None
+
+
+# --- pagination -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Page:
+    limit: int
+    offset: int
+    after: str | None  # a decoded cursor (the last id seen), or None in offset mode
+    cursor_mode: bool
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be a whole number", name) from None
+    if value < 0:
+        raise bad_request(f"{name} must not be negative", name)
+    return value
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad_request("page[after] is not a cursor this API gave out", "page[after]") from None
+    if len(value) != 36:
+        raise bad_request("page[after] is not a cursor this API gave out", "page[after]")
+    return value
+
+
+def page_params(request: Request) -> Page:
+    limit = _int_param(request, "page[limit]", MAX_LIMIT)
+    if limit == 0:
+        raise bad_request("page[limit] must be at least 1", "page[limit]")
+    limit = min(limit, MAX_LIMIT)
+    offset = _int_param(request, "page[offset]", 0)
+    after_raw = request.query_params.get("page[after]")
+    if after_raw is None:
+        return Page(limit, offset, None, False)
+    if "page[offset]" in request.query_params:
+        raise bad_request("page[after] and page[offset] cannot be combined", "page[after]")
+    return Page(limit, 0, decode_cursor(after_raw) if after_raw else None, True)
+
+
+def base_url(request: Request) -> str:
+    public = request.app.state.settings.public_url
+    return (public.rstrip("/") if public else str(request.base_url).rstrip("/"))
+
+
+def _page_url(request: Request, **page: Any) -> str:
+    params = [(k, v) for k, v in request.query_params.multi_items() if not k.startswith("page[")]
+    params += [(f"page[{k}]", str(v)) for k, v in page.items()]
+    query = urlencode(params, safe="[]")
+    return f"{base_url(request)}{request.url.path}" + (f"?{query}" if query else "")
+
+
+def collection(
+    request: Request,
+    data: list[dict[str, Any]],
+    page: Page,
+    total: int,
+    *,
+    last_id: str | None,
+    flat_meta: bool,
+) -> dict[str, Any]:
+    """A list answer with links and meta; `flat_meta` is the logs lists' shape (SPEC section 1)."""
+    pages = math.ceil(total / page.limit)
+    if page.cursor_mode:
+        current: int | None = None
+        more = last_id is not None and len(data) == page.limit
+        nxt = _page_url(request, limit=page.limit, after=encode_cursor(last_id)) if more and last_id else None
+        links = {
+            "current": _page_url(request, limit=page.limit, after=encode_cursor(page.after) if page.after else ""),
+            "first": _page_url(request, limit=page.limit, after=""),
+            "last": None,
+            "prev": None,
+            "next": nxt,
+        }
+    else:
+        current = page.offset // page.limit + 1
+        last_offset = max(pages - 1, 0) * page.limit
+        links = {
+            "current": _page_url(request, limit=page.limit, offset=page.offset),
+            "first": _page_url(request, limit=page.limit, offset=0),
+            "last": _page_url(request, limit=page.limit, offset=last_offset),
+            "prev": _page_url(request, limit=page.limit, offset=max(page.offset - page.limit, 0)) if page.offset > 0 else None,
+            "next": _page_url(request, limit=page.limit, offset=page.offset + page.limit) if page.offset + page.limit < total else None,
+        }
+    page_meta = {"limit": page.limit, "offset": page.offset, "current": current, "total": pages}
+    if flat_meta:
+        return {"data": data, "links": links, "meta": page_meta, "results": {"total": total}}
+    return {"data": data, "links": links, "meta": {"page": page_meta, "results": {"total": total}}}
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+OPS = ("eq", "like", "gt", "ge", "lt", "le")
+
+
+@dataclass(slots=True)
+class FilterField:
+    column: sa.ColumnElement[Any]
+    parse: Callable[[str], Any]
+    ops: tuple[str, ...]
+
+
+def parse_filter_string(raw: str) -> list[tuple[str, str, str]]:
+    """`op(field,value):op(field,"va,l)ue")` -> [(op, field, value)]; parsed by brackets so values may hold `:`."""
+    out: list[tuple[str, str, str]] = []
+    i, n = 0, len(raw)
+    while i < n:
+        open_at = raw.find("(", i)
+        if open_at < 0:
+            raise bad_request(f"Invalid filter near {raw[i:]!r}: expected op(field,value)", "filter")
+        op = raw[i:open_at].strip()
+        comma = raw.find(",", open_at)
+        if comma < 0:
+            raise bad_request(f"Invalid filter near {raw[i:]!r}: expected op(field,value)", "filter")
+        field = raw[open_at + 1 : comma].strip()
+        j = comma + 1
+        if j < n and raw[j] == '"':
+            end = raw.find('"', j + 1)
+            if end < 0 or end + 1 >= n or raw[end + 1] != ")":
+                raise bad_request("Invalid filter: unterminated quoted value", "filter")
+            value, close = raw[j + 1 : end], end + 1
+        else:
+            close = raw.find(")", j)
+            if close < 0:
+                raise bad_request(f"Invalid filter near {raw[i:]!r}: missing `)`", "filter")
+            value = raw[j:close]
+        out.append((op, field, value))
+        i = close + 1
+        if i < n:
+            if raw[i] != ":":
+                raise bad_request(f"Invalid filter near {raw[i:]!r}: filters are joined with `:`", "filter")
+            i += 1
+    return out
+
+
+def filter_clauses(request: Request, fields: dict[str, FilterField]) -> list[sa.ColumnElement[bool]]:
+    raw = request.query_params.get("filter")
+    if not raw:
+        return []
+    clauses: list[sa.ColumnElement[bool]] = []
+    for op, name, value in parse_filter_string(raw):
+        if op not in OPS:
+            raise bad_request(f"Unknown filter operator {op!r}; use one of {', '.join(OPS)}", "filter")
+        spec = fields.get(name)
+        if spec is None:
+            raise bad_request(f"Cannot filter on {name!r}; filterable fields: {', '.join(fields)}", "filter")
+        if op not in spec.ops:
+            raise bad_request(f"Operator {op!r} cannot be used on {name!r}; use one of {', '.join(spec.ops)}", "filter")
+        if op == "like":
+            pattern = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+            clauses.append(spec.column.ilike(pattern, escape="\\"))
+            continue
+        try:
+            parsed = spec.parse(value)
+        except ValueError as exc:
+            raise bad_request(f"Invalid value {value!r} for {name}: {exc}", "filter") from None
+        col = spec.column
+        clauses.append(
+            {"eq": col == parsed, "gt": col > parsed, "ge": col >= parsed, "lt": col < parsed, "le": col <= parsed}[op]
+        )
+    return clauses
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(value: str) -> int:
+    return int(value)
+
+
+def parse_time(value: str) -> datetime:
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValueError("expected an RFC 3339 timestamp such as 2026-11-01T00:00:00Z") from None
+
+
+def parse_str(value: str) -> str:
+    return value
+
+
+STR_OPS = ("eq", "like")
+BOOL_OPS = ("eq",)
+ORDERED_OPS = ("eq", "gt", "ge", "lt", "le")

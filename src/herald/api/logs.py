@@ -1,0 +1,82 @@
+"""The seed's log routes: all logs, an integration's logs, and a job's logs. Newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from herald.api.auth import StoreId
+from herald.api.jsonapi import (
+    BOOL_OPS,
+    ORDERED_OPS,
+    FilterField,
+    JSONResponse,
+    collection,
+    filter_clauses,
+    not_found,
+    page_params,
+    parse_bool,
+    parse_int,
+    parse_time,
+)
+from herald.domain.ids import rfc3339
+from herald.store import integrations as integration_repo
+from herald.store import jobs as job_repo
+from herald.store import logs as repo
+from herald.store.tables import logs as t
+
+router = APIRouter(prefix="/v2/integrations", tags=["logs"])
+
+FILTERS = {
+    "succeeded": FilterField(t.c.succeeded, parse_bool, BOOL_OPS),
+    "status_code": FilterField(t.c.status_code, parse_int, ORDERED_OPS),
+    "attempt": FilterField(t.c.attempt, parse_int, ORDERED_OPS),
+    "created_at": FilterField(t.c.created_at, parse_time, ORDERED_OPS),
+}
+
+
+def serialize(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": "integration-log",
+        "succeeded": row["succeeded"],
+        "attempt": row["attempt"],
+        "processing_time": row["processing_time"],
+        "body": row["body"],
+        "status_code": row["status_code"],
+        "error_detail": row["error_detail"],
+        "relationships": {
+            "integration": {"data": {"type": "integration", "id": row["integration_id"]}},
+            "job": {"data": {"type": "integration-job", "id": row["job_id"]}},
+        },
+        "meta": {"timestamps": {"created_at": rfc3339(row["created_at"])}},
+    }
+
+
+async def _answer(request: Request, store_id: str, **scope: Any) -> JSONResponse:
+    page = page_params(request)
+    where = filter_clauses(request, FILTERS)
+    async with request.app.state.db.read() as conn:
+        if "integration_id" in scope and not await integration_repo.exists(conn, store_id, scope["integration_id"]):
+            raise not_found()
+        if "job_id" in scope and await job_repo.get(conn, store_id, scope["integration_id"], scope["job_id"]) is None:
+            raise not_found()
+        rows, total = await repo.page(conn, store_id, where, page.limit, page.offset, page.after, **scope)
+    data = [serialize(r) for r in rows]
+    return JSONResponse(collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=True))
+
+
+@router.get("/logs", summary="Get all logs")
+async def all_logs(request: Request, store_id: StoreId) -> JSONResponse:
+    return await _answer(request, store_id)
+
+
+@router.get("/{integration_id}/logs", summary="Get the logs of an integration")
+async def integration_logs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+    return await _answer(request, store_id, integration_id=integration_id)
+
+
+@router.get("/{integration_id}/jobs/{job_id}/logs", summary="Get the logs of a job")
+async def job_logs(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+    return await _answer(request, store_id, integration_id=integration_id, job_id=job_id)

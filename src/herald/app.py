@@ -1,0 +1,130 @@
+"""create_app(settings) -> the ASGI app: routers, error handlers, and the lifespan that owns the database."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from herald import __version__
+from herald.api import auth, events, health, integrations, jobs, logs
+from herald.api.jsonapi import APIError, error_response
+from herald.delivery.notify import Notifier
+from herald.domain.ids import new_id
+from herald.settings import Settings
+from herald.store import stores as store_repo
+from herald.store.db import Database
+
+log = logging.getLogger("herald")
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests"}
+
+
+async def _token_key(db: Database, settings: Settings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    for _ in range(3):
+        try:
+            async with db.write() as conn:
+                return await store_repo.token_key(conn)
+        except IntegrityError:  # another process made it first
+            continue
+    raise RuntimeError("could not read or create the token signing key")
+
+
+def create_app(settings: Settings | None = None, *, worker: bool = False) -> FastAPI:
+    """The API; with `worker=True` a delivery worker runs inside the same process (herald serve)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        app.state.db = db
+        app.state.token_key = await _token_key(db, settings)
+        app.state.notifier = Notifier()
+        runner = None
+        if worker:
+            from herald.delivery.worker import Worker
+
+            runner = Worker(settings, db, app.state.notifier)
+            await runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                await runner.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Herald",
+        version=__version__,
+        summary="Self-hosted webhooks and integrations, compatible with the Moltin Integrations API v2.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sign_ins = auth.FailedSignIns(settings.login_attempts, settings.login_window)
+    # logs first: /v2/integrations/logs must not be taken for an integration id
+    for module in (health, auth, logs, events, jobs, integrations):
+        app.include_router(module.router)
+    _error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> Any:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 404:
+            return error_response(404, "Not Found", "The resource could not be found")
+        if exc.status_code == 405:
+            return error_response(
+                405, "Method Not Allowed", f"{request.method} is not allowed on {request.url.path}", headers=exc.headers
+            )
+        title = _TITLES.get(exc.status_code, "Error")
+        return error_response(exc.status_code, title, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Any:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        status = 400 if first.get("type") == "json_invalid" or "query" in first.get("loc", ()) else 422
+        return error_response(status, _TITLES[status], first.get("msg", "Invalid request"), ".".join(loc) or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Any:
+        request_id = new_id()
+        log.error("unexpected error on %s %s (request_id=%s)", request.method, request.url.path, request_id, exc_info=exc)
+        return error_response(
+            500, "Internal Server Error", "Something went wrong; the request_id identifies it in the logs",
+            request_id=request_id,
+        )
+
+
+class BodyLimit:
+    """413 before reading a body larger than any request can legitimately be (pure ASGI: no per-request cost)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = error_response(
+                        413, "Payload Too Large", f"The request body is larger than {self.limit} bytes"
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

@@ -1,0 +1,189 @@
+"""The `herald` command: serve, api, worker, migrate, and store/integration/log/job tools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from herald import __version__
+from herald.settings import Settings
+
+app = typer.Typer(help="Herald: self-hosted webhooks and integrations (Moltin Integrations API v2).", no_args_is_help=True)
+stores_app = typer.Typer(help="Stores (tenants) and their API credentials.", no_args_is_help=True)
+integrations_app = typer.Typer(help="Look at a store's integrations.", no_args_is_help=True)
+logs_app = typer.Typer(help="Look at delivery logs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Look at and retry jobs.", no_args_is_help=True)
+app.add_typer(stores_app, name="stores")
+app.add_typer(integrations_app, name="integrations")
+app.add_typer(logs_app, name="logs")
+app.add_typer(jobs_app, name="jobs")
+
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _migrate(settings: Settings) -> None:
+    from herald.store.migrate import upgrade
+
+    upgrade(settings.database_url)
+
+
+async def _first_store(settings: Settings) -> dict[str, str] | None:
+    from herald.store import stores
+    from herald.store.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        async with db.write() as conn:
+            if await stores.count(conn):
+                return None
+            return (await stores.create(conn, "Default store")).as_dict()
+    finally:
+        await db.dispose()
+
+
+def _uvicorn(asgi: Any, host: str, port: int, settings: Settings, workers: int = 1) -> None:
+    import uvicorn
+
+    uvicorn.run(asgi, host=host, port=port, log_level=settings.log_level, proxy_headers=True, server_header=False)
+
+
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
+    """API, dashboard and delivery worker in one process. Migrates the database first."""
+    from herald.app import create_app
+
+    settings = Settings()
+    _logging(settings)
+    _migrate(settings)
+    first = asyncio.run(_first_store(settings))
+    url = f"http://{host}:{port}"
+    typer.echo(f"Herald {__version__} listening on {url}  (database: {settings.database_url})")
+    if first:
+        typer.echo("Created the first store. Its credentials are shown only this once:")
+        typer.echo(f"  store id:      {first['id']}")
+        typer.echo(f"  client_id:     {first['client_id']}")
+        typer.echo(f"  client_secret: {first['client_secret']}")
+    typer.echo(f"API docs: {url}/docs", err=False)
+    sys.stdout.flush()
+    _uvicorn(create_app(settings, worker=True), host, port, settings)
+
+
+@app.command()
+def api(host: Host = "127.0.0.1", port: Port = 8080) -> None:
+    """The API alone (run `herald worker` beside it). Does not migrate: run `herald migrate` first."""
+    from herald.app import create_app
+
+    settings = Settings()
+    _logging(settings)
+    typer.echo(f"Herald API {__version__} listening on http://{host}:{port}")
+    sys.stdout.flush()
+    _uvicorn(create_app(settings), host, port, settings)
+
+
+@app.command()
+def worker() -> None:
+    """A delivery worker alone. Any number may run against one PostgreSQL database. SIGTERM stops it cleanly."""
+    settings = Settings()
+    _logging(settings)
+
+    async def main() -> None:
+        from herald.delivery.worker import Worker
+        from herald.store.db import Database
+
+        db = Database(settings.database_url)
+        runner = Worker(settings, db)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.request_stop)
+        try:
+            await runner.run_forever()
+        finally:
+            await runner.stop()
+            await db.dispose()
+
+    typer.echo(f"Herald worker {__version__} started (database: {settings.database_url})")
+    sys.stdout.flush()
+    asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = Settings()
+    _migrate(settings)
+    from herald.store.migrate import current
+
+    typer.echo(f"database at revision {current(settings.database_url)}")
+
+
+def _run(coro_fn: Any) -> Any:
+    from herald.store.db import Database
+
+    settings = Settings()
+
+    async def main() -> Any:
+        db = Database(settings.database_url)
+        try:
+            return await coro_fn(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+@stores_app.command("create")
+def stores_create(
+    name: Annotated[str, typer.Option(help="The store's name.")],
+    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a store and print its credentials (the secret is shown once)."""
+    from herald.store import stores
+
+    async def go(db: Any) -> dict[str, str]:
+        async with db.write() as conn:
+            return (await stores.create(conn, name)).as_dict()
+
+    _migrate(Settings())
+    created = _run(go)
+    if json:
+        typer.echo(orjson.dumps(created).decode())
+    else:
+        for key, value in created.items():
+            typer.echo(f"{key}: {value}")
+
+
+@stores_app.command("list")
+def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List stores (never their secrets)."""
+    from herald.domain.ids import rfc3339
+    from herald.store import stores
+
+    async def go(db: Any) -> list[Any]:
+        async with db.read() as conn:
+            return await stores.list_all(conn)
+
+    rows = _run(go)
+    if json:
+        typer.echo(orjson.dumps([{"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": rfc3339(r.created_at)} for r in rows]).decode())
+        return
+    for r in rows:
+        typer.echo(f"{r.id}  {r.client_id}  {r.name}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)

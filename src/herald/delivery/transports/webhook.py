@@ -1,0 +1,198 @@
+"""HTTP webhook delivery over aiohttp: one POST per attempt, judged by status code."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import socket
+import ssl
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from herald import __version__
+from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
+from herald.delivery.transports.base import AttemptResult, OutboundMessage
+from herald.domain.payloads import webhook_body, webhook_headers
+
+BODY_LIMIT = 4096  # bytes of the receiver's answer kept in the log (SPEC 6)
+_CLOSED_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+NON_2XX = "Received a status code outside of 2xx range - treating webhook as a fail"
+
+
+class WebhookTransport:
+    """Delivers webhooks with a shared connection pool.
+
+    The per-host limit keeps one slow receiver from holding every connection; the total limit
+    bounds Herald's own sockets. The session is created lazily so it binds to the running loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        allow_private: bool = False,
+        per_host_limit: int = 20,
+        total_limit: int = 500,
+        user_agent: str = f"Herald/{__version__}",
+    ) -> None:
+        self._timeout = timeout
+        self._allow_private = allow_private
+        self._per_host_limit = per_host_limit
+        self._total_limit = total_limit
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._resolver = GuardedResolver(allow_private=self._allow_private)
+            connector = aiohttp.TCPConnector(
+                limit=self._total_limit,
+                limit_per_host=self._per_host_limit,
+                resolver=self._resolver,
+            )
+            # No session-level timeout: `deliver` enforces one deadline for the whole attempt.
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False
+            )
+        return self._session
+
+    async def deliver(self, message: OutboundMessage) -> AttemptResult:
+        """One attempt; never raises for receiver or network trouble, it reports it."""
+        started = time.perf_counter()
+        url_text = str(message.configuration.get("url", ""))
+        status: int | None = None
+        headers: CIMultiDictProxy[str] | None = None
+        received = bytearray()
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                url = URL(url_text)
+                if url.scheme not in ("http", "https") or not url.host:
+                    raise aiohttp.InvalidURL(url_text)
+                check_url_host(url.raw_host or "", self._allow_private)
+                body = webhook_body(message)
+                request_headers = webhook_headers(message, body, int(time.time()), self._user_agent)
+                async with self._get_session().post(
+                    url, data=body, headers=request_headers, allow_redirects=False
+                ) as response:
+                    status, headers = response.status, response.headers
+                    await _read_limited(response.content, received, BODY_LIMIT + 1)
+        except TimeoutError:
+            error = f"The receiver did not answer within the {self._timeout:g} s timeout."
+        except Exception as exc:  # every failure becomes a log row, never a crash of the worker
+            error = _describe(exc, url_text)
+
+        text = _cut_utf8(bytes(received), BODY_LIMIT).decode("utf-8", errors="replace")
+        result = AttemptResult(
+            succeeded=False,
+            status_code=status,
+            body=text,
+            error_detail=error or "",
+            processing_time=0.0,
+        )
+        if status is not None and headers is not None:
+            result.gone = status == 410
+            if status in (429, 503):
+                result.retry_after = parse_retry_after(headers.get("Retry-After"))
+            if error is None:
+                if 200 <= status < 300:
+                    result.succeeded = True
+                elif 300 <= status < 400:
+                    location = headers.get("Location") or "(no Location header)"
+                    result.error_detail = (
+                        f"The receiver answered a {status} redirect to {location}, "
+                        "which is not followed - treating webhook as a fail"
+                    )
+                else:
+                    result.error_detail = NON_2XX
+        result.processing_time = time.perf_counter() - started
+        return result
+
+    async def close(self) -> None:
+        """Close pooled connections and the resolver."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
+
+
+async def _read_limited(stream: aiohttp.StreamReader, into: bytearray, limit: int) -> None:
+    """Read at most `limit` bytes: a receiver answering megabytes costs us only a few KiB."""
+    while len(into) < limit:
+        chunk = await stream.read(limit - len(into))
+        if not chunk:
+            return
+        into += chunk
+
+
+def _cut_utf8(data: bytes, limit: int) -> bytes:
+    """Cut to `limit` bytes without splitting a UTF-8 character (backs up at most 3 bytes)."""
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:  # data[cut] continues a character
+        cut -= 1
+    return data[:cut]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now (>= 0): delta-seconds or an HTTP-date; None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        delay = float(value) if value.isascii() and value[:1].isdigit() else _date_delay(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, delay) if math.isfinite(delay) else None
+
+
+def _date_delay(value: str) -> float:
+    when = parsedate_to_datetime(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - datetime.now(timezone.utc)).total_seconds()
+
+
+def _describe(exc: Exception, url: str) -> str:
+    """One sentence per cause, so a user reading the log knows what to fix."""
+    if isinstance(exc, BlockedAddressError):
+        return (
+            f"Delivery to {exc.host} was blocked because its address is loopback, private, "
+            "link-local or otherwise non-public (HERALD_ALLOW_PRIVATE_NETWORKS=true lifts this)."
+        )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"The webhook URL {url!r} is not a valid http(s) URL."
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"The TLS certificate of the receiver could not be verified: {_first_line(exc.certificate_error)}."
+    if isinstance(exc, aiohttp.ClientSSLError) or isinstance(exc, ssl.SSLError) or (
+        isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ssl.SSLError)
+    ):
+        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        return f"The TLS handshake with the receiver failed: {_first_line(cause)}."
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        host = f"{exc.host}:{exc.port}"
+        if isinstance(exc.os_error, socket.gaierror):
+            return f"The receiver's host name {exc.host} could not be resolved (DNS failure)."
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"The connection to {host} was refused; nothing is listening there."
+        return f"Could not connect to {host}: {_first_line(exc.os_error)}."
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)) or (
+        isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
+        or (isinstance(exc, OSError) and exc.errno in _CLOSED_ERRNOS)
+    ):
+        return "The receiver closed or reset the connection before completing its answer."
+    return f"The delivery failed with {type(exc).__name__}: {_first_line(exc) or 'no detail'}."
+
+
+def _first_line(exc: BaseException | str) -> str:
+    return str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else ""

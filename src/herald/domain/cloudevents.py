@@ -1,0 +1,48 @@
+"""CloudEvents 1.0 (structured JSON mode): the message body Herald puts on SQS and STOMP queues.
+
+Pure: no I/O, so the same bytes come out for every retry of a job and consumers can deduplicate
+on ``id`` (the job id).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from herald.delivery.transports.base import OutboundMessage
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with a ``Z``, as every timestamp Herald shows; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def cloudevent(message: OutboundMessage, source: str = "herald") -> bytes:
+    """The CloudEvent for one job: ``id`` is the job id (stable across retries), ``type`` the event key.
+
+    ``source`` is a URI-reference naming this Herald deployment (e.g. ``https://herald.example.com``);
+    the store and integration are appended so that ``source`` + ``id`` is unique, as the spec asks.
+    """
+    return orjson.dumps(
+        {
+            "specversion": SPECVERSION,
+            "id": message.job_id,
+            "source": (
+                f"{source.rstrip('/')}/stores/{message.store_id}/integrations/{message.integration_id}"
+            ),
+            "type": message.triggered_by,
+            "time": rfc3339(message.event_created_at),
+            "datacontenttype": "application/json",
+            "data": message.payload,
+            "integrationid": message.integration_id,
+            "storeid": message.store_id,
+        }
+    )

@@ -1,0 +1,32 @@
+"""Time-ordered ids and UTC timestamps, as the API writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import uuid_utils
+
+
+def new_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 / ISO 8601 timestamp (a date alone means midnight UTC); raises ValueError."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)

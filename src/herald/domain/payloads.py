@@ -1,0 +1,58 @@
+"""The webhook request Herald sends (SPEC section 7): body and headers, built without I/O."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from herald.domain.signatures import sign
+
+if TYPE_CHECKING:  # type-only: domain/ must not import delivery/ at run time (DESIGN.md)
+    from herald.delivery.transports.base import OutboundMessage
+
+
+def webhook_body(message: OutboundMessage) -> bytes:
+    """The Moltin-compatible body; `resources` is the payload as a JSON string, as the original
+    platform sent it, except for `*.deleted` events where it is the object itself."""
+    resources: Any = (
+        message.payload
+        if message.triggered_by.endswith(".deleted")
+        else orjson.dumps(message.payload).decode()
+    )
+    return orjson.dumps(
+        {
+            "id": message.event_id,
+            "triggered_by": message.triggered_by,
+            "attempt": message.attempt,
+            "store_id": message.store_id,
+            "integration": {
+                "id": message.integration_id,
+                "integration_type": message.integration_type,
+                "name": message.integration_name,
+                "description": message.integration_description,
+            },
+            "resources": resources,
+            "payload": message.payload,
+        }
+    )
+
+
+def webhook_headers(
+    message: OutboundMessage, body: bytes, now: int, user_agent: str
+) -> dict[str, str]:
+    """Moltin headers plus Standard Webhooks headers; `webhook-id` is the job id so a receiver
+    can drop duplicates across retries."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        "X-MOLTIN-INTEGRATION-TRIGGER": message.triggered_by,
+    }
+    secret_key = message.configuration.get("secret_key")
+    if secret_key:
+        headers["X-MOLTIN-SECRET-KEY"] = str(secret_key)
+    headers["webhook-id"] = message.job_id
+    headers["webhook-timestamp"] = str(now)
+    if message.signing_secrets:
+        headers["webhook-signature"] = sign(message.signing_secrets, message.job_id, now, body)
+    return headers

@@ -1,0 +1,35 @@
+"""Standard Webhooks signatures, so receivers can verify with `standardwebhooks` or `svix`.
+
+Pure functions, no I/O: the secret format ("whsec_" + base64) and the signed content
+("<msg_id>.<timestamp>.<body>") follow https://www.standardwebhooks.com.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from secrets import token_bytes
+
+SECRET_PREFIX = "whsec_"
+
+
+def generate_secret() -> str:
+    """A new signing secret: 24 random bytes (192 bits), in the format every SW library reads."""
+    return SECRET_PREFIX + base64.b64encode(token_bytes(24)).decode("ascii")
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value: one "v1,<sig>" per secret, space-separated.
+
+    Several secrets let a receiver keep verifying while a secret is being rotated.
+    """
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(_key(s), content, hashlib.sha256).digest()).decode("ascii")
+        for s in secrets
+    )

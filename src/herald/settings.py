@@ -1,0 +1,75 @@
+"""Every HERALD_* setting, documented once. Each has a default that works."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///herald.db",
+        description="sqlite:///path/to/file.db or postgresql://user@host/db; the async driver is chosen by Herald.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Signs access tokens. Unset: a random key is created once and kept in the database, "
+        "so every process sharing the database shares it.",
+    )
+    token_ttl: int = Field(3600, description="Access token lifetime in seconds.")
+    public_url: str | None = Field(
+        None, description="Base URL used in links (e.g. https://hooks.example.com). Unset: taken from the request."
+    )
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        DEFAULT_RETRY_SCHEDULE,
+        description="Delays in seconds after each failed attempt, comma-separated; its length + 1 is the number of attempts.",
+    )
+    retry_jitter: float = Field(0.1, description="Relative jitter applied to each retry delay (0.1 = ±10 %).")
+    retry_after_max: float = Field(86400, description="Upper bound in seconds for a receiver's Retry-After.")
+    delivery_timeout: float = Field(10.0, description="One deadline in seconds for a whole delivery attempt.")
+    allow_private_networks: bool = Field(
+        False, description="Allow deliveries to loopback, private and link-local addresses (development, tests)."
+    )
+    disable_after: float = Field(
+        5 * 86400, description="Seconds an integration may fail every delivery before it is disabled."
+    )
+    max_payload_bytes: int = Field(256 * 1024, description="Largest accepted event payload, in bytes.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest accepted request body, in bytes (413 beyond).")
+    idempotency_ttl: int = Field(86400, description="Seconds an Idempotency-Key is remembered.")
+    lease_seconds: float = Field(
+        60.0, description="How long a worker holds a claimed job before another worker may take it over."
+    )
+    worker_concurrency: int = Field(256, description="Deliveries in flight at once per worker process.")
+    worker_batch: int = Field(100, description="Jobs claimed per database round trip.")
+    worker_poll_interval: float = Field(1.0, description="Longest sleep of an idle worker between checks for due jobs.")
+    per_host_connections: int = Field(20, description="Concurrent connections per receiver host.")
+    login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
+    login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return tuple(float(p) for p in parts)
+        if isinstance(value, (int, float)):
+            return (float(value),)
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v < 0 for v in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1

@@ -1,0 +1,86 @@
+"""Publishing: an event and one job per matching enabled integration, written in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.domain.events import matches
+from herald.domain.ids import new_id
+from herald.store import integrations as integration_repo
+from herald.store.tables import events, jobs
+
+
+@dataclass(slots=True)
+class PublishedEvent:
+    id: str
+    triggered_by: str
+    created_at: datetime
+    job_ids: list[str] = field(default_factory=list)
+    payload: str | None = None
+
+
+async def publish(
+    conn: AsyncConnection,
+    store_id: str,
+    items: list[tuple[str, str]],
+    *,
+    now: datetime,
+    max_attempts: int,
+) -> list[PublishedEvent]:
+    """`items` are (event key, payload JSON text). Call inside a write transaction."""
+    observers = await integration_repo.observers(conn, store_id)
+    event_rows: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
+    published: list[PublishedEvent] = []
+    for key, payload in items:
+        event = PublishedEvent(new_id(), key, now)
+        event_rows.append({"id": event.id, "store_id": store_id, "triggered_by": key, "payload": payload, "created_at": now})
+        for integration_id, observes in observers:
+            if matches(observes, key):
+                job_id = new_id()
+                event.job_ids.append(job_id)
+                job_rows.append(
+                    {
+                        "id": job_id,
+                        "store_id": store_id,
+                        "integration_id": integration_id,
+                        "event_id": event.id,
+                        "triggered_by": key,
+                        "status": "pending",
+                        "attempts": 0,
+                        "max_attempts": max_attempts,
+                        "run_at": now,
+                        "lease_token": None,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        published.append(event)
+    if event_rows:
+        await conn.execute(events.insert(), event_rows)
+    if job_rows:
+        await conn.execute(jobs.insert(), job_rows)
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+    return published
+
+
+async def get(conn: AsyncConnection, store_id: str, event_id: str) -> PublishedEvent | None:
+    row = (
+        await conn.execute(
+            sa.select(events.c.id, events.c.triggered_by, events.c.created_at, events.c.payload).where(
+                events.c.store_id == store_id, events.c.id == event_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    job_ids = (
+        await conn.execute(sa.select(jobs.c.id).where(jobs.c.event_id == event_id).order_by(jobs.c.id))
+    ).scalars().all()
+    return PublishedEvent(row[0], row[1], row[2], list(job_ids), row[3])

@@ -1,0 +1,108 @@
+"""The integrations repository."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.domain.ids import new_id
+from herald.domain.signatures import generate_secret
+from herald.store.tables import integrations as t
+
+COLUMNS = (
+    t.c.id, t.c.store_id, t.c.name, t.c.description, t.c.enabled, t.c.integration_type, t.c.observes,
+    t.c.configuration, t.c.created_at, t.c.updated_at,
+)
+
+
+def _live(store_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(t.c.store_id == store_id, t.c.deleted_at.is_(None))
+
+
+async def create(conn: AsyncConnection, store_id: str, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+    row = {
+        "id": new_id(),
+        "store_id": store_id,
+        "signing_secret": generate_secret(),
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+    await conn.execute(t.insert().values(**row))
+    return {c.name: row[c.name] for c in COLUMNS}
+
+
+async def get(conn: AsyncConnection, store_id: str, integration_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(*COLUMNS).where(_live(store_id), t.c.id == integration_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def exists(conn: AsyncConnection, store_id: str, integration_id: str, *, include_deleted: bool = False) -> bool:
+    cond = t.c.store_id == store_id if include_deleted else _live(store_id)
+    return (await conn.execute(sa.select(t.c.id).where(cond, t.c.id == integration_id))).first() is not None
+
+
+async def page(
+    conn: AsyncConnection, store_id: str, where: list[sa.ColumnElement[bool]], limit: int, offset: int, after: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    cond = sa.and_(_live(store_id), *where)
+    total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(cond))).scalar_one()
+    query = sa.select(*COLUMNS).where(cond).order_by(t.c.id.desc()).limit(limit)
+    query = query.where(t.c.id < after) if after else query.offset(offset)
+    rows = (await conn.execute(query)).mappings().all()
+    return [dict(r) for r in rows], total
+
+
+async def update(
+    conn: AsyncConnection, store_id: str, integration_id: str, values: dict[str, Any], now: datetime
+) -> None:
+    await conn.execute(t.update().where(_live(store_id), t.c.id == integration_id).values(**values, updated_at=now))
+
+
+async def soft_delete(conn: AsyncConnection, store_id: str, integration_id: str, now: datetime) -> bool:
+    result = await conn.execute(
+        t.update().where(_live(store_id), t.c.id == integration_id).values(deleted_at=now, enabled=False, updated_at=now)
+    )
+    return result.rowcount > 0
+
+
+async def signing_secrets(conn: AsyncConnection, store_id: str, integration_id: str) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(
+            sa.select(t.c.signing_secret, t.c.previous_signing_secret, t.c.previous_secret_expires_at).where(
+                _live(store_id), t.c.id == integration_id
+            )
+        )
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+async def rotate_secret(
+    conn: AsyncConnection, store_id: str, integration_id: str, now: datetime, grace_until: datetime
+) -> str | None:
+    current = await signing_secrets(conn, store_id, integration_id)
+    if current is None:
+        return None
+    key = generate_secret()
+    await conn.execute(
+        t.update()
+        .where(t.c.id == integration_id)
+        .values(
+            signing_secret=key,
+            previous_signing_secret=current["signing_secret"],
+            previous_secret_expires_at=grace_until,
+            updated_at=now,
+        )
+    )
+    return key
+
+
+async def observers(conn: AsyncConnection, store_id: str) -> list[tuple[str, list[str]]]:
+    """(id, observes) of the store's enabled integrations: who gets a job for a new event."""
+    rows = await conn.execute(
+        sa.select(t.c.id, t.c.observes).where(_live(store_id), t.c.enabled.is_(True))
+    )
+    return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,80 @@
+"""Jobs as the API sees them: listing, detail, cancelling and manual retries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.store.tables import jobs as t
+
+COLUMNS = (
+    t.c.id, t.c.integration_id, t.c.event_id, t.c.triggered_by, t.c.status, t.c.attempts, t.c.run_at,
+    t.c.created_at, t.c.updated_at,
+)
+RETRYABLE = ("failed", "succeeded", "cancelled")
+
+
+async def page(
+    conn: AsyncConnection,
+    store_id: str,
+    integration_id: str,
+    where: list[sa.ColumnElement[bool]],
+    limit: int,
+    offset: int,
+    after: str | None,
+) -> tuple[list[dict[str, Any]], int]:
+    cond = sa.and_(t.c.integration_id == integration_id, t.c.store_id == store_id, *where)
+    total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(cond))).scalar_one()
+    query = sa.select(*COLUMNS).where(cond).order_by(t.c.id.desc()).limit(limit)
+    query = query.where(t.c.id < after) if after else query.offset(offset)
+    return [dict(r) for r in (await conn.execute(query)).mappings()], total
+
+
+async def get(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(
+            sa.select(*COLUMNS).where(t.c.store_id == store_id, t.c.integration_id == integration_id, t.c.id == job_id)
+        )
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+async def cancel_pending(conn: AsyncConnection, integration_id: str, now: datetime) -> int:
+    result = await conn.execute(
+        t.update()
+        .where(t.c.integration_id == integration_id, t.c.status == "pending")
+        .values(status="cancelled", run_at=None, updated_at=now)
+    )
+    return result.rowcount
+
+
+async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> str | None:
+    """Grant one more attempt, due now. Returns the job's status before, or None when it cannot be retried."""
+    result = await conn.execute(
+        t.update()
+        .where(
+            t.c.store_id == store_id,
+            t.c.integration_id == integration_id,
+            t.c.id == job_id,
+            t.c.status.in_(RETRYABLE),
+        )
+        .values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
+    )
+    return "ok" if result.rowcount else None
+
+
+async def retry_many(
+    conn: AsyncConnection, store_id: str, integration_id: str, status: str, since: datetime | None, now: datetime
+) -> int:
+    cond = [t.c.store_id == store_id, t.c.integration_id == integration_id, t.c.status == status]
+    if since is not None:
+        cond.append(t.c.created_at >= since)
+    result = await conn.execute(
+        t.update().where(*cond).values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
+    )
+    if result.rowcount and conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+    return result.rowcount

@@ -1,0 +1,159 @@
+"""The schema, in SQLAlchemy Core. Ids are UUIDv7 strings: time-ordered, so `ORDER BY id` is creation order."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; timestamptz on PostgreSQL, a sortable naive UTC string on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as text and (de)serialised with orjson: the same bytes on every backend."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
+ID = sa.String(36)
+
+meta = sa.Table(
+    "herald_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+stores = sa.Table(
+    "stores",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("client_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("client_secret_hash", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+integrations = sa.Table(
+    "integrations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("integration_type", sa.String(32), nullable=False),
+    sa.Column("observes", JSONText, nullable=False),
+    sa.Column("configuration", JSONText, nullable=False),
+    sa.Column("signing_secret", sa.String(128), nullable=False),
+    sa.Column("previous_signing_secret", sa.String(128), nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    sa.Column("failing_since", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sa.Index("ix_integrations_store", "store_id", "id"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("store_id", ID, nullable=False),
+    sa.Column("triggered_by", sa.String(128), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the JSON text as published
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_events_store", "store_id", "id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("store_id", ID, primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("store_id", ID, nullable=False),
+    sa.Column("integration_id", ID, nullable=False),
+    sa.Column("event_id", ID, nullable=False),
+    sa.Column("triggered_by", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    # When the job is next due: the next attempt while pending, the lease expiry while delivering.
+    sa.Column("run_at", UTCDateTime, nullable=True),
+    sa.Column("lease_token", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(
+        "ix_jobs_due",
+        "run_at",
+        postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+        sqlite_where=sa.text("status IN ('pending', 'delivering')"),
+    ),
+    sa.Index("ix_jobs_integration", "integration_id", "id"),
+    sa.Index("ix_jobs_event", "event_id"),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("store_id", ID, nullable=False),
+    sa.Column("integration_id", ID, nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("succeeded", sa.Boolean, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("processing_time", sa.Float, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error_detail", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_logs_store", "store_id", "id"),
+    sa.Index("ix_logs_integration", "integration_id", "id"),
+    sa.Index("ix_logs_job", "job_id", "id"),
+    sa.Index("ix_logs_store_succeeded", "store_id", "succeeded", "id"),
+    sa.Index("ix_logs_integration_succeeded", "integration_id", "succeeded", "id"),
+)
