@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from herald import __version__
 from herald.api import auth, events, health, integrations, jobs, logs
@@ -78,6 +79,23 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     return app
 
 
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route offers on this path (Starlette names only the first route's)."""
+
+    def walk(routes: Any) -> set[str]:
+        found: set[str] = set()
+        for route in routes:
+            if hasattr(route, "routes") and not hasattr(route, "methods"):
+                found |= walk(route.routes)
+                continue
+            for method in ("GET", "POST", "PUT", "DELETE"):
+                if route.matches({**request.scope, "method": method})[0] == Match.FULL:
+                    found.add(method)
+        return found
+
+    return walk(request.app.router.routes)
+
+
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> Any:
@@ -88,8 +106,10 @@ def _error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(404, "Not Found", "The resource could not be found")
         if exc.status_code == 405:
+            allowed = sorted(_allowed_methods(request))
             return error_response(
-                405, "Method Not Allowed", f"{request.method} is not allowed on {request.url.path}", headers=exc.headers
+                405, "Method Not Allowed", f"{request.method} is not allowed on {request.url.path}",
+                headers={"Allow": ", ".join(allowed)},
             )
         title = _TITLES.get(exc.status_code, "Error")
         return error_response(exc.status_code, title, str(exc.detail), headers=exc.headers)

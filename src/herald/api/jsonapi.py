@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -193,6 +194,7 @@ def collection(
 # --- filters ----------------------------------------------------------------------------------
 
 OPS = ("eq", "like", "gt", "ge", "lt", "le")
+_COMPARE = {"eq": operator.eq, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
 @dataclass(slots=True)
@@ -256,10 +258,7 @@ def filter_clauses(request: Request, fields: dict[str, FilterField]) -> list[sa.
             parsed = spec.parse(value)
         except ValueError as exc:
             raise bad_request(f"Invalid value {value!r} for {name}: {exc}", "filter") from None
-        col = spec.column
-        clauses.append(
-            {"eq": col == parsed, "gt": col > parsed, "ge": col >= parsed, "lt": col < parsed, "le": col <= parsed}[op]
-        )
+        clauses.append(_COMPARE[op](spec.column, parsed))
     return clauses
 
 

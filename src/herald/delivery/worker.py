@@ -64,6 +64,7 @@ class Worker:
         self._slot_free.set()
         claim_task, record_task, *rest = self._tasks
         await asyncio.gather(claim_task, *rest, return_exceptions=True)
+        log.info("worker %s stopping: no more claims, %d deliveries in flight", self.name, len(self._inflight))
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=self.settings.delivery_timeout + 5)
             for task in pending:
@@ -79,7 +80,7 @@ class Worker:
         for transport in self._transports.values():
             with contextlib.suppress(Exception):
                 await transport.close()
-        log.info("worker %s stopped", self.name)
+        log.info("worker %s stopped; it recorded %d attempts", self.name, self.delivered)
 
     async def run_forever(self) -> None:
         await self.start()

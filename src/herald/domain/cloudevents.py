@@ -26,7 +26,7 @@ def rfc3339(moment: datetime) -> str:
 
 
 def cloudevent(message: OutboundMessage, source: str = "herald") -> bytes:
-    """The CloudEvent for one job: ``id`` is the job id (stable across retries), ``type`` the event key.
+    """The CloudEvent for one job: ``id`` is the job id (stable across retries), ``type`` the key.
 
     ``source`` is a URI-reference naming this Herald deployment (e.g. ``https://herald.example.com``);
     the store and integration are appended so that ``source`` + ``id`` is unique, as the spec asks.

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -50,6 +51,9 @@ _MISSING_QUEUE_CODES = frozenset(
 _ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
 _KNOWN_CODES = _CREDENTIAL_CODES | _MISSING_QUEUE_CODES | _ACCESS_CODES
 
+_DNS_ERRORS: tuple[type[Exception], ...] = tuple(
+    filter(None, [getattr(aiohttp, "ClientConnectorDNSError", None)])  # aiohttp >= 3.10
+)
 _ClientKey = tuple[str, str | None, str, str]
 BLOCKED = (
     "Delivery to {host} was blocked because its address is loopback, private, link-local or "
@@ -69,7 +73,9 @@ class SqsTransport:
     sending, host names inside the resolver aiohttp uses to connect.
     """
 
-    def __init__(self, *, timeout: float = 10.0, allow_private: bool = False, source: str = "herald") -> None:
+    def __init__(
+        self, *, timeout: float = 10.0, allow_private: bool = False, source: str = "herald"
+    ) -> None:
         self.timeout = timeout
         self.allow_private = allow_private
         self.source = source
@@ -90,7 +96,8 @@ class SqsTransport:
         async with self._lock:
             client = self._clients.get(key)
             if client is None:
-                if self._resolver is None:  # made here: the default resolver binds to the running loop
+                # Made here, not in __init__: aiohttp's default resolver binds to the running loop.
+                if self._resolver is None:
                     self._resolver = GuardedResolver(allow_private=self.allow_private)
                 client = await self._exit_stack.enter_async_context(
                     self._session.create_client(
@@ -115,9 +122,12 @@ class SqsTransport:
         started = time.perf_counter()
         config = message.configuration
         url = str(config.get("url", ""))
-        params: dict[str, Any] = {"QueueUrl": url, "MessageBody": cloudevent(message, self.source).decode()}
+        params: dict[str, Any] = {
+            "QueueUrl": url,
+            "MessageBody": cloudevent(message, self.source).decode(),
+        }
         if url.endswith(".fifo"):
-            # FIFO queues require both; the job id makes SQS drop a duplicate of an accepted attempt.
+            # FIFO queues require both; the job id lets SQS drop a duplicate of an accepted attempt.
             params["MessageGroupId"] = message.integration_id
             params["MessageDeduplicationId"] = message.job_id
 
@@ -167,7 +177,7 @@ def _client_error(exc: ClientError) -> tuple[int | None, str]:
     error = exc.response.get("Error", {})
     code, text = str(error.get("Code", "")), str(error.get("Message", ""))
     if code not in _KNOWN_CODES:
-        # Some SQS-compatible servers answer XML to a JSON request: botocore then keeps the raw body.
+        # Some SQS-compatible servers answer XML to a JSON request; botocore keeps the raw body.
         code = next((known for known in _KNOWN_CODES if f">{known}<" in text), code)
     if code in _MISSING_QUEUE_CODES:
         return status, "The SQS queue does not exist."
@@ -187,7 +197,7 @@ def _transport_error(exc: BotoCoreError) -> str:
         return BLOCKED.format(host=cause.host)
     if isinstance(exc, EndpointConnectionError):
         os_error = getattr(cause, "os_error", cause)
-        if isinstance(os_error, socket.gaierror) or type(cause).__name__ == "ClientConnectorDNSError":
+        if isinstance(os_error, socket.gaierror) or isinstance(cause, _DNS_ERRORS):
             return "The SQS endpoint's host name could not be resolved."
         if isinstance(os_error, ConnectionRefusedError) or (
             isinstance(os_error, OSError) and os_error.errno == errno.ECONNREFUSED

@@ -1,8 +1,8 @@
-"""Delivery to a STOMP 1.2 broker (RabbitMQ, ActiveMQ, Artemis): SEND with a receipt, wait for RECEIPT.
+"""Delivery to a STOMP 1.2 broker (RabbitMQ, ActiveMQ, Artemis): SEND with a receipt, await RECEIPT.
 
 Written on asyncio streams rather than on a library: the one maintained asyncio client (stompman
 3.16) neither reports the receipt id, nor lets us set the CONNECT ``host`` header (RabbitMQ reads it
-as the virtual host and refuses an IP address), and it turns a login ERROR into a bare timeout.
+as the virtual host and refuses an IP address), and it reports a login ERROR as a timeout.
 The protocol subset we need -- CONNECT, SEND, RECEIPT, ERROR, DISCONNECT -- is small.
 """
 
@@ -50,7 +50,11 @@ class Frame:
         escape = self.command != "CONNECT"
         lines = [self.command]
         for name, value in self.headers.items():
-            lines.append(f"{name.translate(_ESCAPES)}:{value.translate(_ESCAPES)}" if escape else f"{name}:{value}")
+            lines.append(
+                f"{name.translate(_ESCAPES)}:{value.translate(_ESCAPES)}"
+                if escape
+                else f"{name}:{value}"
+            )
         return "\n".join(lines).encode() + b"\n\n" + self.body + b"\0"
 
     def describe(self) -> str:
@@ -119,8 +123,12 @@ class Address:
         except (KeyError, ValueError):
             port = 0
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname or not port:
-            raise StompFailure(f"The STOMP address {url!r} is not a stomp:// or stomp+ssl:// host:port address.")
-        return cls(url, parts.hostname, port, parts.scheme == "stomp+ssl", unquote(parts.path[1:]) or "/")
+            raise StompFailure(
+                f"The STOMP address {url!r} is not a stomp:// or stomp+ssl:// host:port address."
+            )
+        return cls(
+            url, parts.hostname, port, parts.scheme == "stomp+ssl", unquote(parts.path[1:]) or "/"
+        )
 
 
 async def _open_stream(
@@ -131,7 +139,9 @@ async def _open_stream(
     tls = (ssl_context or ssl.create_default_context()) if address.tls else None
     if allow_private:
         return await asyncio.open_connection(address.host, address.port, ssl=tls, limit=READ_LIMIT)
-    infos = await asyncio.get_running_loop().getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        address.host, address.port, type=socket.SOCK_STREAM
+    )
     resolved = list(dict.fromkeys(str(info[4][0]) for info in infos))
     allowed = [ip for ip in resolved if not is_blocked_address(ip)]
     if not allowed:
@@ -139,19 +149,29 @@ async def _open_stream(
     for ip in allowed[:-1]:
         try:
             return await asyncio.open_connection(
-                ip, address.port, ssl=tls, server_hostname=address.host if tls else None, limit=READ_LIMIT
+                ip,
+                address.port,
+                ssl=tls,
+                server_hostname=address.host if tls else None,
+                limit=READ_LIMIT,
             )
         except OSError:
             continue  # the next address of the same host may answer
     return await asyncio.open_connection(
-        allowed[-1], address.port, ssl=tls, server_hostname=address.host if tls else None, limit=READ_LIMIT
+        allowed[-1],
+        address.port,
+        ssl=tls,
+        server_hostname=address.host if tls else None,
+        limit=READ_LIMIT,
     )
 
 
 class Connection:
-    """One logged-in broker connection shared by concurrent deliveries; receipts are matched by id."""
+    """One logged-in broker connection shared by concurrent deliveries; receipts matched by id."""
 
-    def __init__(self, address: Address, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, address: Address, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.address = address
         self._reader = reader
         self._writer = writer
@@ -176,13 +196,19 @@ class Connection:
         except BlockedAddressError as exc:
             raise StompFailure(BLOCKED.format(host=exc.host), str(exc)) from exc
         except socket.gaierror as exc:
-            raise StompFailure(f"The STOMP broker host of {address.url} could not be resolved.", str(exc)) from exc
+            raise StompFailure(
+                f"The STOMP broker host of {address.url} could not be resolved.", str(exc)
+            ) from exc
         except ssl.SSLError as exc:
             raise StompFailure(f"The TLS handshake with {address.url} failed.", str(exc)) from exc
         except ConnectionRefusedError as exc:
-            raise StompFailure(f"The STOMP broker at {address.url} refused the connection.", str(exc)) from exc
+            raise StompFailure(
+                f"The STOMP broker at {address.url} refused the connection.", str(exc)
+            ) from exc
         except OSError as exc:
-            raise StompFailure(f"Could not connect to the STOMP broker at {address.url}.", str(exc)) from exc
+            raise StompFailure(
+                f"Could not connect to the STOMP broker at {address.url}.", str(exc)
+            ) from exc
         connection = cls(address, reader, writer)
         try:
             await connection._login(username, password)
@@ -192,6 +218,9 @@ class Connection:
         return connection
 
     async def _login(self, username: str, password: str) -> None:
+        if any(c in value for value in (username, password) for c in "\r\n\0"):
+            # CONNECT headers are sent unescaped, so a line break would forge headers.
+            raise StompFailure("The STOMP username or password contains a line break or NUL.")
         connect = Frame(
             "CONNECT",
             {
@@ -208,7 +237,8 @@ class Connection:
             answer = await read_frame(self._reader)
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise StompFailure(
-                f"The STOMP broker at {self.address.url} closed the connection during login.", str(exc)
+                f"The STOMP broker at {self.address.url} closed the connection during login.",
+                str(exc),
             ) from exc
         if answer.command == "ERROR":
             raise StompFailure(
@@ -216,7 +246,9 @@ class Connection:
                 answer.describe(),
             )
         if answer.command != "CONNECTED":
-            raise StompFailure(f"The STOMP broker at {self.address.url} answered {answer.command} to CONNECT.")
+            raise StompFailure(
+                f"The STOMP broker at {self.address.url} answered {answer.command} to CONNECT."
+            )
         # The broker beats every max(sx, our 10 s) unless sx is 0; two missed beats mean it is gone.
         sx = answer.headers.get("heart-beat", "0,0").partition(",")[0]
         idle = 2 * max(int(sx), HEARTBEAT_MS) / 1000 if sx.isdigit() and int(sx) > 0 else None
@@ -270,14 +302,16 @@ class Connection:
             answer = await waiter
         except OSError as exc:
             self.abort(f"the connection broke ({exc})")
-            raise StompFailure(f"The connection to {self.address.url} broke while sending.", str(exc)) from exc
+            raise StompFailure(
+                f"The connection to {self.address.url} broke while sending.", str(exc)
+            ) from exc
         finally:
             self._receipts.pop(receipt, None)
             self.last_used = time.monotonic()
         if answer.command == "ERROR":
+            words = answer.describe()
             raise StompFailure(
-                f"The STOMP broker at {self.address.url} rejected the message ({answer.describe()}).",
-                answer.describe(),
+                f"The STOMP broker at {self.address.url} rejected the message ({words}).", words
             )
 
     def abort(self, reason: str = "the connection was closed", words: str = "") -> None:
@@ -286,7 +320,9 @@ class Connection:
         for receipt, waiter in list(self._receipts.items()):
             if not waiter.done():
                 waiter.set_exception(
-                    StompFailure(f"No receipt came from {self.address.url}: {reason}.", words or reason)
+                    StompFailure(
+                        f"No receipt came from {self.address.url}: {reason}.", words or reason
+                    )
                 )
             self._receipts.pop(receipt, None)
         self._writer.close()
@@ -342,13 +378,19 @@ class StompTransport:
             connection = self._connections.get(key)
             if connection is None or connection.closed:
                 connection = await Connection.open(
-                    address, username, password, ssl_context=self.ssl_context, allow_private=self.allow_private
+                    address,
+                    username,
+                    password,
+                    ssl_context=self.ssl_context,
+                    allow_private=self.allow_private,
                 )
                 self._connections[key] = connection
             connection.last_used = time.monotonic()
             return connection
 
-    async def _send(self, message: OutboundMessage, receipt: str, deadline: float, state: dict[str, str]) -> None:
+    async def _send(
+        self, message: OutboundMessage, receipt: str, deadline: float, state: dict[str, str]
+    ) -> None:
         config = message.configuration
         urls = config.get("addresses") or []
         if isinstance(urls, str):
@@ -361,12 +403,14 @@ class StompTransport:
         loop = asyncio.get_running_loop()
         for index, url in enumerate(urls):
             state["phase"] = f"connecting to {url}"
-            # Each address gets its share of the time left, so a silent first one leaves room for the rest.
+            # Each address gets its share of the time left: a silent one leaves room for the rest.
             share = (deadline - loop.time()) / (len(urls) - index)
             try:
                 async with asyncio.timeout(share if index < len(urls) - 1 else None):
                     connection = await self._connection(
-                        Address.parse(str(url)), str(config.get("username", "")), str(config.get("password", ""))
+                        Address.parse(str(url)),
+                        str(config.get("username", "")),
+                        str(config.get("password", "")),
                     )
             except StompFailure as failure:
                 failures.append(failure)
@@ -377,7 +421,9 @@ class StompTransport:
             state["phase"] = f"waiting for the receipt from {url}"
             await connection.send(destination, body, receipt)
             return
-        raise StompFailure(" ".join(f.detail for f in failures), "\n".join(f.body for f in failures if f.body))
+        raise StompFailure(
+            " ".join(f.detail for f in failures), "\n".join(f.body for f in failures if f.body)
+        )
 
     async def deliver(self, message: OutboundMessage) -> AttemptResult:
         started = time.perf_counter()
@@ -393,8 +439,13 @@ class StompTransport:
             body, detail = failure.body, failure.detail
         except TimeoutError:
             detail = f"The STOMP attempt timed out after {self.timeout:g} s while {state['phase']}."
-        except Exception as exc:  # e.g. a broker speaking something else: a log row, never a worker crash
-            body, detail = str(exc), f"The STOMP delivery failed while {state['phase']} ({type(exc).__name__})."
+        except (
+            Exception
+        ) as exc:  # e.g. a broker speaking something else: a log row, never a worker crash
+            body, detail = (
+                str(exc),
+                f"The STOMP delivery failed while {state['phase']} ({type(exc).__name__}).",
+            )
         self._close_idle()
         return AttemptResult(
             succeeded=succeeded,
@@ -405,7 +456,7 @@ class StompTransport:
         )
 
     def _close_idle(self) -> None:
-        """Forget broken connections and drop idle ones (abruptly: no delivery should wait on it)."""
+        """Forget broken connections, drop idle ones (abruptly: no delivery should wait on it)."""
         cutoff = time.monotonic() - IDLE_CLOSE
         for key, connection in list(self._connections.items()):
             if connection.closed or (connection.last_used < cutoff and not connection.busy):

@@ -1,0 +1,3 @@
+from herald.cli import app
+
+app(prog_name="herald")
