@@ -229,7 +229,8 @@ async def test_rejected_destination_is_reported(broker: None, transport: StompTr
 
 
 async def test_broken_connection_is_replaced(broker: None, transport: StompTransport) -> None:
-    assert (await transport.deliver(_message([BROKER_URL]))).succeeded
+    before, after = _message([BROKER_URL]), _message([BROKER_URL])
+    assert (await transport.deliver(before)).succeeded
     [first] = transport._connections.values()
     first._writer.transport.abort()  # the TCP connection dies under the cached client
     for _ in range(100):
@@ -237,11 +238,15 @@ async def test_broken_connection_is_replaced(broker: None, transport: StompTrans
             break
         await asyncio.sleep(0.01)
 
-    result = await transport.deliver(_message([BROKER_URL]))
+    result = await transport.deliver(after)
 
     assert result.succeeded, result
     [second] = transport._connections.values()
     assert second is not first
+    assert set(await asyncio.to_thread(_consume, before.job_id, after.job_id)) == {
+        before.job_id,
+        after.job_id,
+    }
 
 
 async def test_no_receipt_means_no_success() -> None:

@@ -28,16 +28,15 @@ def rfc3339(moment: datetime) -> str:
 def cloudevent(message: OutboundMessage, source: str = "herald") -> bytes:
     """The CloudEvent for one job: ``id`` is the job id (stable across retries), ``type`` the key.
 
-    ``source`` is a URI-reference naming this Herald deployment (e.g. ``https://herald.example.com``);
-    the store and integration are appended so that ``source`` + ``id`` is unique, as the spec asks.
+    ``source`` is a URI-reference naming this Herald deployment (``https://herald.example.com``);
+    the store and integration are appended, so ``source`` + ``id`` is unique as the spec asks.
     """
     return orjson.dumps(
         {
             "specversion": SPECVERSION,
             "id": message.job_id,
-            "source": (
-                f"{source.rstrip('/')}/stores/{message.store_id}/integrations/{message.integration_id}"
-            ),
+            "source": f"{source.rstrip('/')}/stores/{message.store_id}"
+            f"/integrations/{message.integration_id}",
             "type": message.triggered_by,
             "time": rfc3339(message.event_created_at),
             "datacontenttype": "application/json",

@@ -439,13 +439,9 @@ class StompTransport:
             body, detail = failure.body, failure.detail
         except TimeoutError:
             detail = f"The STOMP attempt timed out after {self.timeout:g} s while {state['phase']}."
-        except (
-            Exception
-        ) as exc:  # e.g. a broker speaking something else: a log row, never a worker crash
-            body, detail = (
-                str(exc),
-                f"The STOMP delivery failed while {state['phase']} ({type(exc).__name__}).",
-            )
+        except Exception as exc:  # e.g. a peer speaking another protocol: a log row, not a crash
+            name = type(exc).__name__
+            body, detail = str(exc), f"The STOMP delivery failed while {state['phase']} ({name})."
         self._close_idle()
         return AttemptResult(
             succeeded=succeeded,
