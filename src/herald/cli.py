@@ -183,6 +183,110 @@ def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")
         typer.echo(f"{r.id}  {r.client_id}  {r.name}")
 
 
+StoreOpt = Annotated[str, typer.Option("--store", help="The store id (see `herald stores list`).")]
+
+
+@integrations_app.command("list")
+def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List a store's integrations (secrets masked)."""
+    from herald.domain.representations import integration_resource
+    from herald.store import integrations
+
+    async def go(db: Any) -> list[dict[str, Any]]:
+        async with db.read() as conn:
+            rows, _ = await integrations.page(conn, store, [], 1000, 0, None)
+            return rows
+
+    rows = _run(go)
+    base = (Settings().public_url or "").rstrip("/")
+    if json:
+        typer.echo(orjson.dumps([integration_resource(r, base) for r in rows]).decode())
+        return
+    for r in rows:
+        state = "enabled " if r["enabled"] else "disabled"
+        typer.echo(f"{r['id']}  {state}  {r['integration_type']:<8} {r['name']}  observes {','.join(r['observes'])}")
+
+
+def _log_line(row: dict[str, Any]) -> str:
+    from herald.domain.ids import rfc3339
+
+    mark = "ok  " if row["succeeded"] else "FAIL"
+    status = row["status_code"] if row["status_code"] is not None else "-"
+    detail = f"  {row['error_detail']}" if row["error_detail"] else ""
+    return (
+        f"{rfc3339(row['created_at'])} {mark} {status!s:>3} attempt {row['attempt']} "
+        f"job {row['job_id']} ({row['processing_time']:.3f}s){detail}"
+    )
+
+
+@logs_app.command("tail")
+def logs_tail(
+    store: StoreOpt,
+    integration: Annotated[str | None, typer.Option(help="Only this integration's logs.")] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many recent logs to show first.")] = 20,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new logs as they come.")] = False,
+) -> None:
+    """Print the most recent delivery logs, oldest first; with --follow, keep going."""
+    import sqlalchemy as sa
+
+    from herald.store import logs
+    from herald.store.tables import logs as t
+
+    async def go(db: Any) -> None:
+        async with db.read() as conn:
+            rows, _ = await logs.page(conn, store, [], max(1, min(lines, 100)), 0, None, integration_id=integration)
+        for row in reversed(rows):
+            typer.echo(_log_line(row))
+        last = rows[0]["id"] if rows else ""
+        while follow:
+            await asyncio.sleep(1.0)
+            async with db.read() as conn:
+                cond = [t.c.store_id == store, t.c.id > last]
+                if integration:
+                    cond.append(t.c.integration_id == integration)
+                new = (await conn.execute(sa.select(*logs.COLUMNS).where(*cond).order_by(t.c.id).limit(1000))).mappings().all()
+            for row in new:
+                typer.echo(_log_line(dict(row)))
+                last = row["id"]
+
+    try:
+        _run(go)
+    except KeyboardInterrupt:
+        pass
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    store: StoreOpt,
+    integration: Annotated[str, typer.Option(help="The integration id.")],
+    job: Annotated[str | None, typer.Argument(help="A job id; omit it to retry every job of --status.")] = None,
+    status: Annotated[str, typer.Option(help="With no job id: retry every job in this status.")] = "failed",
+) -> None:
+    """Grant one more attempt, due now, to a job or to every job of a status."""
+    from herald.domain.ids import utcnow
+    from herald.store import jobs
+
+    async def go(db: Any) -> int:
+        async with db.write() as conn:
+            if job:
+                return 1 if await jobs.retry(conn, store, integration, job, utcnow()) else 0
+            return await jobs.retry_many(conn, store, integration, status, None, utcnow())
+
+    if status not in jobs_retryable():
+        raise typer.BadParameter(f"status must be one of {', '.join(jobs_retryable())}")
+    count = _run(go)
+    if job and not count:
+        typer.echo("No such job, or it is pending or delivering.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{count} job(s) will be attempted again now.")
+
+
+def jobs_retryable() -> tuple[str, ...]:
+    from herald.store.jobs import RETRYABLE
+
+    return RETRYABLE
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

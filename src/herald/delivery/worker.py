@@ -147,11 +147,11 @@ class Worker:
             elif kind == "aws_sqs":
                 from herald.delivery.transports.sqs import SqsTransport
 
-                transport = SqsTransport(timeout=s.delivery_timeout)
+                transport = SqsTransport(timeout=s.delivery_timeout, allow_private=s.allow_private_networks)
             elif kind == "stomp":
                 from herald.delivery.transports.stomp import StompTransport
 
-                transport = StompTransport(timeout=s.delivery_timeout)
+                transport = StompTransport(timeout=s.delivery_timeout, allow_private=s.allow_private_networks)
             else:
                 raise ValueError(f"unknown integration_type {kind!r}")
             self._transports[kind] = transport
