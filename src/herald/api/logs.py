@@ -17,6 +17,7 @@ from herald.api.jsonapi import (
     not_found,
     page_params,
     parse_bool,
+    parse_filter_string,
     parse_int,
     parse_time,
 )
@@ -57,6 +58,7 @@ def serialize(row: dict[str, Any]) -> dict[str, Any]:
 async def _answer(request: Request, store_id: str, **scope: Any) -> JSONResponse:
     page = page_params(request)
     where = filter_clauses(request, FILTERS)
+    scope["counted"] = _counted(request.query_params.get("filter"))
     async with request.app.state.db.read() as conn:
         if "integration_id" in scope and not await integration_repo.exists(conn, store_id, scope["integration_id"]):
             raise not_found()
@@ -65,6 +67,16 @@ async def _answer(request: Request, store_id: str, **scope: Any) -> JSONResponse
         rows, total = await repo.page(conn, store_id, where, page.limit, page.offset, page.after, **scope)
     data = [serialize(r) for r in rows]
     return JSONResponse(collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=True))
+
+
+def _counted(raw: str | None) -> tuple[bool | None] | None:
+    """(succeeded,) when the filters allow the total to come from the running totals, else None."""
+    if not raw:
+        return (None,)
+    filters = parse_filter_string(raw)
+    if len(filters) == 1 and filters[0][:2] == ("eq", "succeeded"):
+        return (parse_bool(filters[0][2]),)
+    return None
 
 
 @router.get("/logs", summary="Get all logs")

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store import counts
 from herald.store.tables import logs as t
 
 COLUMNS = (
@@ -25,13 +26,22 @@ async def page(
     *,
     integration_id: str | None = None,
     job_id: str | None = None,
+    counted: tuple[bool | None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
+    """A page and the number of matching logs.
+
+    `counted=(succeeded,)` says the filters are at most eq(succeeded, ...), so the total comes from the
+    running totals in log_counts instead of counting rows.
+    """
     cond = [t.c.store_id == store_id, *where]
     if integration_id is not None:
         cond.append(t.c.integration_id == integration_id)
     if job_id is not None:
         cond.append(t.c.job_id == job_id)
-    total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*cond))).scalar_one()
+    if counted is not None and job_id is None:
+        total = await counts.total(conn, store_id, integration_id=integration_id, succeeded=counted[0])
+    else:
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*cond))).scalar_one()
     query = sa.select(*COLUMNS).where(*cond).order_by(t.c.id.desc()).limit(limit)
     query = query.where(t.c.id < after) if after else query.offset(offset)
     return [dict(r) for r in (await conn.execute(query)).mappings()], total

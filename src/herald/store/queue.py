@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
+from herald.store import counts
 from herald.store.tables import events, integrations, jobs, logs
 
 ACTIVE = ("pending", "delivering")
@@ -119,6 +120,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
             kept.append(o)
     if kept:
         await conn.execute(logs.insert(), [o.log for o in kept])
+        await counts.add(conn, [o.log for o in kept])
     return kept
 
 

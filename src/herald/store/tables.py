@@ -157,3 +157,12 @@ logs = sa.Table(
     sa.Index("ix_logs_store_succeeded", "store_id", "succeeded", "id"),
     sa.Index("ix_logs_integration_succeeded", "integration_id", "succeeded", "id"),
 )
+
+log_counts = sa.Table(
+    "log_counts",
+    metadata,
+    sa.Column("store_id", ID, primary_key=True),
+    sa.Column("integration_id", ID, primary_key=True),
+    sa.Column("succeeded", sa.Boolean, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
