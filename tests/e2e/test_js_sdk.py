@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,10 @@ def assert_timestamp(value: Any) -> None:
     assert isinstance(value, str) and RFC3339_Z.match(value), f"not an RFC 3339 UTC timestamp with Z: {value!r}"
 
 
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def assert_flat_logs_meta(doc: dict[str, Any], records: int) -> None:
     """SPEC 1 + 9: the three logs lists answer a flat meta (total = page count) and top-level results."""
     assert doc["meta"] == {"limit": 100, "offset": 0, "current": 1, "total": -(-records // 100)}, doc["meta"]
@@ -167,7 +172,7 @@ def assert_log_shape(log: dict[str, Any], integration_id: str, job_id: str) -> N
 
 
 async def test_integration_lifecycle_with_js_sdk(node: str, herald: HeraldProcess, store: dict[str, str]) -> None:
-    """Script A: Authenticate, Create, All, Get, Update (sending back the masked secret), Delete, Get -> 404."""
+    """Script A: Authenticate, Create, All, All with Filter+Limit, Get, Update (sending back the masked secret), Delete, Get -> 404."""
     name = f"JS SDK {secrets.token_hex(3)}"
     secret = f"sdk-secret-{secrets.token_hex(6)}"
     async with Receiver() as receiver:
@@ -210,6 +215,11 @@ async def test_integration_lifecycle_with_js_sdk(node: str, herald: HeraldProces
     assert listed["meta"] == {"page": {"limit": 100, "offset": 0, "current": 1, "total": 1}, "results": {"total": 1}}
     assert set(listed["links"]) >= {"current", "first", "last", "prev", "next"}
 
+    # Filter({eq: {name, enabled}}).Limit(5).All(): the SDK's own query syntax, a name with spaces.
+    filtered = doc["all_filtered"]
+    assert [item["id"] for item in filtered["data"]] == [integration_id]
+    assert filtered["meta"] == {"page": {"limit": 5, "offset": 0, "current": 1, "total": 1}, "results": {"total": 1}}
+
     # Get
     assert doc["get"]["data"] == created
 
@@ -222,7 +232,7 @@ async def test_integration_lifecycle_with_js_sdk(node: str, herald: HeraldProces
     assert updated["enabled"] is True and updated["observes"] == ["order.paid"]
     assert updated["integration_type"] == "webhook"
     assert updated["meta"]["timestamps"]["created_at"] == created["meta"]["timestamps"]["created_at"]
-    assert updated["meta"]["timestamps"]["updated_at"] >= created["meta"]["timestamps"]["updated_at"]
+    assert ts(updated["meta"]["timestamps"]["updated_at"]) >= ts(created["meta"]["timestamps"]["updated_at"])
 
     # The delivery after the update carries the real secret, not the mask the SDK sent back.
     job_id = doc["published"]["data"]["relationships"]["jobs"]["data"][0]["id"]
@@ -303,7 +313,7 @@ async def test_logs_and_jobs_with_js_sdk(node: str, herald: HeraldProcess, store
     assert second["status_code"] == 200
     assert second["body"] == "ok"
     assert second["error_detail"] == ""
-    assert first["meta"]["timestamps"]["created_at"] <= second["meta"]["timestamps"]["created_at"]
+    assert ts(first["meta"]["timestamps"]["created_at"]) <= ts(second["meta"]["timestamps"]["created_at"])
     assert_flat_logs_meta(got, 2)
 
     # GetAllLogs(): the store has only this integration, so the same two logs.
@@ -336,11 +346,17 @@ async def test_logs_and_jobs_with_js_sdk(node: str, herald: HeraldProcess, store
 
 
 async def test_authentication_edges_with_js_sdk(node: str, herald: HeraldProcess, store: dict[str, str]) -> None:
-    """A wrong client_secret is rejected with 401; an implicit token (SDK without client_secret) gets 403."""
+    """A wrong client_secret is rejected with 401; a stale cached token is replaced after Herald's 401; an implicit
+    token (SDK without client_secret) gets 403."""
     doc = await run_script(node, "auth.mjs", herald, store)
 
     wrong = doc["wrong_secret"]["body"]
     assert wrong["errors"][0]["status"] == 401, wrong
+
+    # A stale cached token: 401, then the SDK signed in again by itself and the retried call resolved.
+    stale = doc["stale_token_all"]
+    assert stale["data"] == [] and stale["meta"]["results"] == {"total": 0}
+    assert doc["stale_token_replaced"] is True, "Herald accepted a garbage bearer token"
 
     implicit = doc["implicit_authenticate"]
     assert implicit["identifier"] == "implicit" and implicit["token_type"] == "Bearer"
@@ -348,3 +364,4 @@ async def test_authentication_edges_with_js_sdk(node: str, herald: HeraldProcess
 
     forbidden = doc["implicit_all"]["body"]
     assert forbidden["errors"][0]["status"] == 403, forbidden
+    assert doc["sdk_messages"] == []

@@ -3,7 +3,7 @@
 //   node core.mjs --host 127.0.0.1:PORT --client-id ID --client-secret SECRET \
 //       --url http://receiver/hook --secret-key KEY [--name NAME] [--new-name NAME] [--probe-delivery]
 //
-// Authenticate, Create, All, Get, Update (sending back the masked configuration it read, as a user
+// Authenticate, Create, All, All with Filter+Limit, Get, Update (sending back the masked configuration it read, as a user
 // editing the object would), optionally publish an order.paid event and wait for its delivery log
 // (--probe-delivery: shows which secret_key Herald kept), Delete, then Get must be rejected.
 // Prints one JSON document; exits 1 on any unexpected rejection.
@@ -33,6 +33,10 @@ await run(async (result) => {
   const id = result.created.data.id;
 
   result.all = await step(result, "all", () => Moltin.Integrations.All());
+  // The SDK's query builders: filter=eq(name,<name with spaces>)&page[limit]=5, unencoded as the SDK sends it.
+  result.all_filtered = await step(result, "all-filtered", () =>
+    Moltin.Integrations.Filter({ eq: { name, enabled: true } }).Limit(5).All(),
+  );
   result.get = await step(result, "get", () => Moltin.Integrations.Get(id));
 
   result.updated = await step(result, "update", () =>
