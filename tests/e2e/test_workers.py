@@ -1,8 +1,11 @@
-"""Workers as separate processes against one database: killed, stopped gracefully, and scaled out.
+"""Workers as separate processes against one database (SPEC section 7, at least once, leases): killed, stalled,
+slower than their lease, stopped gracefully, cut off from the database while recording, and scaled out.
 
-Every test runs `herald migrate`, `herald api` and one or more `herald worker` processes, delivers to a real
-receiver on loopback, and checks the jobs and logs tables directly. Nothing waits on a fixed sleep: the tests
-wait on receiver arrivals, on a worker's log line, or poll the database with a deadline.
+Every test gets an empty database of its own on the session's backend (workers claim every due job in a
+database, so other tests' leftovers must not steal their slots), runs `herald migrate`, `herald api` and one or
+more `herald worker` processes, delivers to a real receiver on loopback, and checks the jobs and logs tables
+directly. Nothing waits on a fixed sleep: the tests wait on receiver arrivals, on a worker's log line, or poll
+the database with a deadline.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import secrets
 import signal
 import subprocess
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,40 @@ from herald.store.tables import jobs, logs
 from tests.support.server import HERALD, HeraldProcess, Receiver, create_store, free_port, herald_env, poll, start, token
 
 pytestmark = pytest.mark.e2e
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def empty_database(server_url: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database beside the session's one (same backend and server), dropped afterwards."""
+    if server_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'workers.db'}"
+        return
+    import psycopg
+
+    name = f"herald_workers_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def own_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """SQLite and PostgreSQL in turn."""
+    with empty_database(database_url, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    with empty_database(postgres_url, tmp_path) as url:
+        yield url
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -150,13 +189,13 @@ async def wait_for_output(process: HeraldProcess, pattern: str, timeout: float =
     return await poll(read, lambda m: m is not None, timeout=timeout)
 
 
-async def stopped(process: HeraldProcess, sig: int, timeout: float) -> int:
+async def stopped(process: HeraldProcess, sig: int, timeout: float) -> int | None:
     """Send `sig` and wait (bounded) for the process to exit; its exit code, or None when it did not exit."""
     process.proc.send_signal(sig)
     try:
         return await asyncio.to_thread(process.proc.wait, timeout)
     except subprocess.TimeoutExpired:
-        return None  # type: ignore[return-value]
+        return None
 
 
 def assert_attempts_recorded_once(logged: dict[str, list[tuple[int, bool]]], job_ids: list[str]) -> None:
@@ -180,7 +219,7 @@ def release() -> Iterator[asyncio.Event]:
 
 
 async def test_sigkilled_worker_loses_nothing_and_every_attempt_is_recorded_once(
-    database_url: str, cluster_for: Any, release: asyncio.Event
+    own_database: str, cluster_for: Any, release: asyncio.Event
 ) -> None:
     """SIGKILL a worker holding leased jobs; after the 2 s lease a new worker delivers every one of them."""
     count, held = 30, 20  # the worker claims all 30; 20 (its per-host limit) reach the receiver and are held
@@ -194,7 +233,7 @@ async def test_sigkilled_worker_loses_nothing_and_every_attempt_is_recorded_once
             return web.Response(status=500, text="try again")
         return web.Response(text="ok")
 
-    cluster = await cluster_for(database_url)
+    cluster = await cluster_for(own_database)
     async with Receiver(handler) as receiver:
         integration_id = await cluster.create_integration(receiver.url())
         first = await cluster.start_worker(HERALD_LEASE_SECONDS="2", HERALD_PER_HOST_CONNECTIONS=str(held))
@@ -230,11 +269,101 @@ async def test_sigkilled_worker_loses_nothing_and_every_attempt_is_recorded_once
         assert await stopped(second, signal.SIGTERM, 20) == 0, second.output()
 
 
+# --- 1b. a delivery slower than the lease: the worker renews its lease, nobody takes it over -------
+
+
+async def test_delivery_slower_than_the_lease_is_made_once_and_recorded_once(own_database: str, cluster_for: Any) -> None:
+    """A 1 s lease and a receiver that takes 4 s: a live worker keeps its leases, so the job is neither taken
+    over (by itself or another worker) nor sent again, and its one attempt is recorded."""
+    count = 3
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(4)  # a slow receiver, four lease periods long
+        return web.Response(text="ok")
+
+    cluster = await cluster_for(own_database)
+    async with Receiver(slow) as receiver:
+        integration_id = await cluster.create_integration(receiver.url())
+        env = {"HERALD_LEASE_SECONDS": "1", "HERALD_DELIVERY_TIMEOUT": "30"}
+        workers = [await cluster.start_worker(**env), await cluster.start_worker(**env)]
+        job_ids = await cluster.publish(count)
+        await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=30, every=0.1)
+
+        logged = await cluster.logs(integration_id)
+        assert_attempts_recorded_once(logged, job_ids)
+        assert all(entries == [(1, True)] for entries in logged.values())
+        seen = Counter(r["headers"]["webhook-id"] for r in receiver.requests)
+        assert seen == Counter(job_ids), "no job was sent again while its first attempt was still running"
+        for worker in workers:
+            assert await stopped(worker, signal.SIGTERM, 30) == 0, worker.output()
+
+
+# --- 1c. a stalled worker whose lease expired does not record its late attempt ---------------------
+
+
+async def test_attempt_finishing_after_its_lease_was_taken_over_is_not_recorded(
+    own_database: str, cluster_for: Any
+) -> None:
+    """Worker A stalls (SIGSTOP: a frozen VM, a long GC pause) with its jobs in flight; after A's 2 s lease
+    worker B takes them over. When A resumes, its late results are dropped (B holds the lease now), so each
+    attempt is recorded once: B's. The receiver sees each job twice (at least once)."""
+    count = 10
+    release_a, release_b = asyncio.Event(), asyncio.Event()
+    arrivals: Counter[str] = Counter()
+
+    async def handler(request: web.Request) -> web.Response:
+        job_id = request.headers["webhook-id"]
+        arrivals[job_id] += 1
+        await (release_a if arrivals[job_id] == 1 else release_b).wait()
+        return web.Response(text="ok")
+
+    cluster = await cluster_for(own_database)
+    async with Receiver(handler) as receiver:
+        stalled: HeraldProcess | None = None
+        try:
+            integration_id = await cluster.create_integration(receiver.url())
+            # A: every job in flight at once (so A claims nothing more), a long delivery timeout.
+            stalled = await cluster.start_worker(
+                HERALD_LEASE_SECONDS="2", HERALD_DELIVERY_TIMEOUT="60", HERALD_WORKER_CONCURRENCY=str(count)
+            )
+            job_ids = await cluster.publish(count)
+            await receiver.wait_for(count)
+            stalled.proc.send_signal(signal.SIGSTOP)
+            taken = await cluster.jobs(integration_id)
+            # B: claims the jobs once A's lease has expired, and holds them under a lease of its own.
+            successor = await cluster.start_worker(HERALD_LEASE_SECONDS="60", HERALD_DELIVERY_TIMEOUT="60")
+            await receiver.wait_for(2 * count, timeout=30)
+            assert sorted(arrivals.values()) == [2] * count
+
+            release_a.set()  # A's attempts succeed at the receiver, but A no longer holds the lease
+            stalled.proc.send_signal(signal.SIGCONT)
+            assert await stopped(stalled, signal.SIGTERM, 30) == 0, stalled.output()
+            assert "recorded 0 attempts" in stalled.output(), stalled.output()
+            now = await cluster.jobs(integration_id)
+            assert {j["status"] for j in now.values()} == {"delivering"}, now
+            assert len({j["lease_token"] for j in now.values()}) == 1
+            assert {j["lease_token"] for j in now.values()}.isdisjoint(j["lease_token"] for j in taken.values())
+            assert not await cluster.logs(integration_id), "A's late attempts were not recorded"
+
+            release_b.set()
+            await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=30, every=0.1)
+            logged = await cluster.logs(integration_id)
+            assert_attempts_recorded_once(logged, job_ids)
+            assert all(entries == [(1, True)] for entries in logged.values())
+            assert await stopped(successor, signal.SIGTERM, 30) == 0, successor.output()
+            assert f"recorded {count} attempts" in successor.output(), successor.output()
+        finally:
+            if stalled is not None and stalled.proc.poll() is None:
+                stalled.proc.send_signal(signal.SIGCONT)
+            release_a.set()
+            release_b.set()
+
+
 # --- 2. SIGTERM: finish what is in flight, record it, claim nothing more ----------------------------
 
 
 async def test_sigterm_finishes_inflight_deliveries_and_leaves_nothing_leased(
-    database_url: str, cluster_for: Any, release: asyncio.Event
+    own_database: str, cluster_for: Any, release: asyncio.Event
 ) -> None:
     count, concurrency, per_host = 40, 10, 5
 
@@ -243,7 +372,7 @@ async def test_sigterm_finishes_inflight_deliveries_and_leaves_nothing_leased(
             await release.wait()
         return web.Response(text="ok")
 
-    cluster = await cluster_for(database_url)
+    cluster = await cluster_for(own_database)
     async with Receiver(handler) as receiver:
         integration_id = await cluster.create_integration(receiver.url())
         worker = await cluster.start_worker(
@@ -305,9 +434,9 @@ class ConcurrencyReceiver(Receiver):
         return web.Response(text="ok")
 
 
-async def test_two_workers_share_the_queue_and_deliver_each_job_once(postgres_url: str, cluster_for: Any) -> None:
+async def test_two_workers_share_the_queue_and_deliver_each_job_once(own_postgres: str, cluster_for: Any) -> None:
     count = 2000
-    cluster = await cluster_for(postgres_url)
+    cluster = await cluster_for(own_postgres)
     async with ConcurrencyReceiver() as receiver:
         integration_id = await cluster.create_integration(receiver.url())
         workers = [await cluster.start_worker(), await cluster.start_worker()]
@@ -329,4 +458,56 @@ async def test_two_workers_share_the_queue_and_deliver_each_job_once(postgres_ur
             assert match, worker.output()
             recorded.append(int(match.group(1)))
         assert all(n > 0 for n in recorded), f"both workers delivered: {recorded}"
-        assert sum(recorded) >= count, recorded  # other tests' leftover jobs may add a few
+        assert sum(recorded) == count, recorded
+
+
+# --- 4. the database connection drops while a worker records its attempts -------------------------
+
+
+async def test_attempts_are_recorded_after_the_database_connection_drops(own_postgres: str, cluster_for: Any) -> None:
+    """The worker's pooled connections die (a PostgreSQL restart, a proxy timeout) while deliveries are in
+    flight. Recording fails once; the worker must record those attempts on its retry, not drop them and
+    deliver every job a second time when the (long) lease expires."""
+    import psycopg
+
+    count = 5
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="ok")
+
+    cluster = await cluster_for(own_postgres)
+    async with Receiver(handler) as receiver:
+        try:
+            integration_id = await cluster.create_integration(receiver.url())
+            # A long lease and poll interval: after claiming, the worker touches the database only to record.
+            worker = await cluster.start_worker(HERALD_LEASE_SECONDS="60", HERALD_WORKER_POLL_INTERVAL="60")
+            job_ids = await cluster.publish(count)
+            await receiver.wait_for(count)
+            assert await cluster.statuses(integration_id) == {"delivering": count}
+
+            await cluster.db.dispose()  # this test's own connections are not the point
+            dbname = own_postgres.rsplit("/", 1)[1]
+            async with await psycopg.AsyncConnection.connect(own_postgres, autocommit=True) as admin:
+                killed = await (
+                    await admin.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s"
+                        " AND pid <> pg_backend_pid() AND query NOT ILIKE 'LISTEN%%'",
+                        (dbname,),
+                    )
+                ).fetchone()
+            assert killed and killed[0] >= 1, "the worker's pooled connection was terminated"
+
+            release.set()
+            await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=20, every=0.1)
+            logged = await cluster.logs(integration_id)
+            assert_attempts_recorded_once(logged, job_ids)
+            assert all(entries == [(1, True)] for entries in logged.values())
+            seen = Counter(r["headers"]["webhook-id"] for r in receiver.requests)
+            assert seen == Counter(job_ids), "no job was delivered twice"
+            assert "recording attempts failed; will retry" in worker.output(), "the lost connection was noticed"
+            assert await stopped(worker, signal.SIGTERM, 30) == 0, worker.output()
+            assert f"recorded {count} attempts" in worker.output(), worker.output()
+        finally:
+            release.set()

@@ -43,6 +43,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._renewer: asyncio.Task[None] | None = None
         self.delivered = 0  # attempts recorded by this worker
 
     # --- life cycle -------------------------------------------------------------------------
@@ -52,6 +53,7 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name="herald-claim"),
             asyncio.create_task(self._record_loop(), name="herald-record"),
         ]
+        self._renewer = asyncio.create_task(self._renew_loop(), name="herald-renew")
         if not self.db.is_sqlite:
             conninfo = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             self._tasks.append(asyncio.create_task(self.notifier.listen_postgres(conninfo, self._stop), name="herald-listen"))
@@ -69,6 +71,9 @@ class Worker:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=self.settings.delivery_timeout + 5)
             for task in pending:
                 task.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         self._done_event.set()
         await asyncio.gather(record_task, return_exceptions=True)
         await self._flush()
@@ -180,8 +185,23 @@ class Worker:
             self._done.append((job, result))
             self._done_event.set()
         finally:
-            self._inflight.pop(job.id, None)
+            if self._inflight.get(job.id) is asyncio.current_task():
+                del self._inflight[job.id]
             self._slot_free.set()
+
+    async def _renew_loop(self) -> None:
+        """Every third of a lease, extend the leases of jobs not yet recorded; runs until `stop` ends it."""
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            tokens = list(set(self._tokens.values()))
+            if not tokens:
+                continue
+            try:
+                async with self.db.write() as conn:
+                    await queue.renew(conn, tokens, lease, utcnow())
+            except Exception:  # noqa: BLE001 - try again at the next beat; the lease still has two thirds left
+                log.exception("renewing leases failed")
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -223,19 +243,26 @@ class Worker:
         outcomes = [self._outcome(job, result) for job, result in batch]
         now = utcnow()
         woke = False
-        async with self.db.write() as conn:
-            kept = await queue.record(conn, outcomes, now)
-            ok = {o.job.integration_id for o in kept if o.log["succeeded"]}
-            bad = {o.job.integration_id for o in kept if not o.log["succeeded"]}
-            await queue.mark_health(conn, ok, bad, now)
-            gone_jobs = {job.id for job, result in batch if result.gone}
-            gone = {o.job.integration_id for o in kept if o.job.id in gone_jobs}
-            stale = await queue.failing_too_long(conn, bad, now - timedelta(seconds=self.settings.disable_after))
-            by_store = {o.job.integration_id: o.job.store_id for o in kept}
-            for integration_id in gone | set(stale):
-                woke |= await self._disable(conn, by_store[integration_id], integration_id, now)
+        try:
+            async with self.db.write() as conn:
+                kept = await queue.record(conn, outcomes, now)
+                ok = {o.job.integration_id for o in kept if o.log["succeeded"]}
+                bad = {o.job.integration_id for o in kept if not o.log["succeeded"]}
+                await queue.mark_health(conn, ok, bad, now)
+                gone_jobs = {job.id for job, result in batch if result.gone}
+                gone = {o.job.integration_id for o in kept if o.job.id in gone_jobs}
+                stale = await queue.failing_too_long(conn, bad, now - timedelta(seconds=self.settings.disable_after))
+                by_store = {o.job.integration_id: o.job.store_id for o in kept}
+                for integration_id in gone | set(stale):
+                    woke |= await self._disable(conn, by_store[integration_id], integration_id, now)
+        except BaseException:
+            # The transaction rolled back: keep the results for the retry (the lease-token check makes a
+            # retry after an unknown commit outcome harmless), or the attempts would be lost and redelivered.
+            self._done[:0] = batch
+            raise
         for job, _ in batch:
-            self._tokens.pop(job.id, None)
+            if self._tokens.get(job.id) == job.lease_token:
+                del self._tokens[job.id]
         self.delivered += len(kept)
         if any(o.status == "pending" for o in kept) or woke:
             self.notifier.wake()

@@ -109,6 +109,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     Returns the outcomes that were recorded; the others were taken over by another worker after the lease
     expired, and that worker's attempt is the one that counts.
     """
+    await _cancel_retries_of_disabled(conn, outcomes)
     kept: list[Outcome] = []
     for o in outcomes:
         result = await conn.execute(
@@ -122,6 +123,25 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
         await conn.execute(logs.insert(), [o.log for o in kept])
         await counts.add(conn, [o.log for o in kept])
     return kept
+
+
+async def _cancel_retries_of_disabled(conn: AsyncConnection, outcomes: list[Outcome]) -> None:
+    """A job whose integration was disabled or deleted during the attempt is cancelled, not rescheduled.
+
+    FOR SHARE on PostgreSQL: a concurrent disable waits for this transaction, then cancels what it left pending.
+    """
+    retrying = {o.job.integration_id for o in outcomes if o.status == "pending"}
+    if not retrying:
+        return
+    query = sa.select(integrations.c.id).where(
+        integrations.c.id.in_(retrying), integrations.c.enabled.is_(True), integrations.c.deleted_at.is_(None)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    live = set((await conn.execute(query)).scalars())
+    for o in outcomes:
+        if o.status == "pending" and o.job.integration_id not in live:
+            o.status, o.run_at = "cancelled", None
 
 
 async def cancel(conn: AsyncConnection, job: ClaimedJob, now: datetime) -> None:
@@ -141,6 +161,18 @@ async def release(conn: AsyncConnection, tokens: list[str], now: datetime) -> in
         jobs.update()
         .where(jobs.c.lease_token.in_(tokens), jobs.c.status == "delivering")
         .values(status="pending", run_at=now, lease_token=None, updated_at=now)
+    )
+    return result.rowcount
+
+
+async def renew(conn: AsyncConnection, tokens: list[str], lease_seconds: float, now: datetime) -> int:
+    """Extend the leases this worker still holds, so that a delivery slower than the lease is not taken over."""
+    if not tokens:
+        return 0
+    result = await conn.execute(
+        jobs.update()
+        .where(jobs.c.lease_token.in_(tokens), jobs.c.status == "delivering")
+        .values(run_at=now + timedelta(seconds=lease_seconds))
     )
     return result.rowcount
 
