@@ -110,19 +110,37 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     expired, and that worker's attempt is the one that counts.
     """
     await _cancel_retries_of_disabled(conn, outcomes)
-    kept: list[Outcome] = []
-    for o in outcomes:
-        result = await conn.execute(
-            jobs.update()
-            .where(jobs.c.id == o.job.id, jobs.c.lease_token == o.job.lease_token, jobs.c.status == "delivering")
-            .values(status=o.status, attempts=o.job.attempt, run_at=o.run_at, lease_token=None, updated_at=now)
-        )
-        if result.rowcount == 1:
-            kept.append(o)
+    held_query = sa.select(jobs.c.id, jobs.c.lease_token).where(
+        jobs.c.id.in_([o.job.id for o in outcomes]), jobs.c.status == "delivering"
+    )
+    if conn.dialect.name == "postgresql":
+        held_query = held_query.with_for_update()  # a concurrent claim skips these rows until we commit
+    held = {row.id: row.lease_token for row in await conn.execute(held_query)}
+    kept = [o for o in outcomes if held.get(o.job.id) == o.job.lease_token]
     if kept:
+        await conn.execute(
+            _FINISH,
+            [
+                {"b_id": o.job.id, "b_status": o.status, "b_attempts": o.job.attempt, "b_run_at": o.run_at, "b_now": now}
+                for o in kept
+            ],
+        )
         await conn.execute(logs.insert(), [o.log for o in kept])
         await counts.add(conn, [o.log for o in kept])
     return kept
+
+
+_FINISH = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        attempts=sa.bindparam("b_attempts"),
+        run_at=sa.bindparam("b_run_at", type_=jobs.c.run_at.type),
+        lease_token=None,
+        updated_at=sa.bindparam("b_now", type_=jobs.c.updated_at.type),
+    )
+)
 
 
 async def _cancel_retries_of_disabled(conn: AsyncConnection, outcomes: list[Outcome]) -> None:
