@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     )
     app.state.settings = settings
     app.state.sign_ins = auth.FailedSignIns(settings.login_attempts, settings.login_window)
+    app.state.tokens = auth.TokenCache()
     # logs first: /v2/integrations/logs must not be taken for an integration id
     for module in (health, auth, logs, events, jobs, integrations):
         app.include_router(module.router)

@@ -34,6 +34,15 @@ def _logging(settings: Settings) -> None:
     )
 
 
+def _run_loop(coro: Any) -> Any:
+    """asyncio.run on uvloop where it is installed (it is, with uvicorn[standard]): far less overhead per socket."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def _migrate(settings: Settings) -> None:
     from herald.store.migrate import upgrade
 
@@ -116,7 +125,7 @@ def worker() -> None:
 
     typer.echo(f"Herald worker {__version__} started (database: {settings.database_url})")
     sys.stdout.flush()
-    asyncio.run(main())
+    _run_loop(main())
 
 
 @app.command()

@@ -90,3 +90,15 @@ def test_readme_documents_every_setting() -> None:
     expected = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
     assert expected <= documented, expected - documented
     assert documented <= expected, documented - expected
+    rows = dict(re.findall(r"^\| `(HERALD_[A-Z_]+)` \| `([^`]*)` \|", readme, flags=re.M))
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, tuple):
+            shown = ",".join(f"{v:g}" for v in default)
+        elif default is None:
+            shown = "(unset)"
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+        assert rows[f"HERALD_{name.upper()}"].replace(".0", "") == shown.replace(".0", ""), name

@@ -141,21 +141,53 @@ async def access_token(request: Request) -> JSONResponse:
     )
 
 
+class TokenCache:
+    """Verified tokens, so that a client sending the same token on every request is checked once.
+
+    Only valid tokens are kept, with their expiry, which is still checked on every use.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._known: dict[str, tuple[Caller, int]] = {}
+
+    def get(self, token: str) -> Caller | None:
+        hit = self._known.get(token)
+        if hit is None:
+            return None
+        if hit[1] <= time.time():
+            self._known.pop(token, None)
+            return None
+        return hit[0]
+
+    def put(self, token: str, caller: Caller, exp: int) -> None:
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[token] = (caller, exp)
+
+
 def _caller(request: Request) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise APIError(401, "Unauthorized", "An Authorization: Bearer <token> header is required")
+    cache: TokenCache = request.app.state.tokens
+    caller = cache.get(token)
+    if caller is not None:
+        return caller
     try:
-        claims = jwt.decode(token.strip(), request.app.state.token_key, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(token, request.app.state.token_key, algorithms=["HS256"], options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
         raise APIError(401, "Unauthorized", "The access token has expired") from None
     except jwt.PyJWTError:
         raise APIError(401, "Unauthorized", "The access token is invalid") from None
-    return Caller(store_id=claims["sub"], grant=claims.get("grant", "implicit"))
+    caller = Caller(store_id=claims["sub"], grant=claims.get("grant", "implicit"))
+    cache.put(token, caller, int(claims["exp"]))
+    return caller
 
 
-def require_store(request: Request) -> str:
+async def require_store(request: Request) -> str:
     """The store behind a client_credentials token; implicit tokens may not manage integrations (403)."""
     caller = _caller(request)
     if caller.grant != "client_credentials":

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+BUSY_WAIT = 0.05  # seconds a statement may block on another process's lock before we back off
+WRITE_LOCK_WAIT = 30.0  # seconds a write waits for another process's write lock in all
 
 
 def async_url(url: str) -> str:
@@ -31,15 +39,74 @@ def sync_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+class _InlineQueue:
+    """Stands in for aiosqlite's queue to its thread: runs the call at once and settles its future."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Any]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class InlineSQLiteConnection(aiosqlite.Connection):
+    """aiosqlite's interface, run on the event loop's own thread.
+
+    A local SQLite statement takes microseconds; handing each one to a helper thread and back costs more
+    (thread wake-ups and GIL hand-offs) than the statement itself. Waiting for another process's write
+    lock is not done here by blocking: `Database.write` retries BEGIN IMMEDIATE with an async back-off.
+    """
+
+    def __init__(self, connector: Any, iter_chunk_size: int) -> None:
+        super().__init__(connector, iter_chunk_size)
+        self._tx = _InlineQueue()  # type: ignore[assignment]  # SQLAlchemy posts some calls here directly
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._connection is None:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+    async def _connect(self) -> "InlineSQLiteConnection":
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    def __await__(self) -> Any:
+        return self._connect().__await__()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def close(self) -> None:
+        self.stop()
+
+
+def _inline_creator(path: str) -> Any:
+    async def create() -> InlineSQLiteConnection:
+        def connector() -> sqlite3.Connection:
+            return sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_WAIT)
+
+        return await InlineSQLiteConnection(connector, 64)
+
+    return create
+
+
 def _sqlite_setup(engine: AsyncEngine) -> None:
     """WAL, a busy timeout and our own BEGIN (IMMEDIATE for writes) so that nobody sees 'database is locked'."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
+        cursor = dbapi_connection.cursor()  # opened with isolation_level=None: we emit BEGIN ourselves
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_WAIT * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -59,6 +126,9 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self.async_url.startswith("postgresql"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        else:
+            database = make_url(self.async_url).database or ":memory:"
+            kwargs.update(async_creator=_inline_creator(database))
         self.engine: AsyncEngine = create_async_engine(self.async_url, **kwargs)
         self.dialect = self.engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
@@ -81,8 +151,24 @@ class Database:
             async with self._write_lock:
                 async with self.engine.connect() as conn:
                     conn = await conn.execution_options(herald_write=True)
-                    async with conn.begin():
+                    deadline = time.monotonic() + WRITE_LOCK_WAIT
+                    delay = 0.002
+                    while True:
+                        try:
+                            transaction = await conn.begin()
+                            break
+                        except OperationalError as exc:  # another process holds the write lock
+                            if "locked" not in str(exc) or time.monotonic() > deadline:
+                                raise
+                            await conn.rollback()
+                            await asyncio.sleep(delay)
+                            delay = min(delay * 2, 0.1)
+                    try:
                         yield conn
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
+                    await transaction.commit()
         else:
             async with self.engine.begin() as conn:
                 yield conn
