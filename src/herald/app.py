@@ -21,6 +21,7 @@ from herald.domain.ids import new_id
 from herald.settings import Settings
 from herald.store import stores as store_repo
 from herald.store.db import Database
+from herald.store.publisher import Publisher
 
 log = logging.getLogger("herald")
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         app.state.db = db
         app.state.token_key = await _token_key(db, settings)
         app.state.notifier = Notifier()
+        app.state.publisher = Publisher(db, app.state.notifier, settings.max_attempts)
         runner = None
         if worker:
             from herald.delivery.worker import Worker
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         finally:
             if runner is not None:
                 await runner.stop()
+            await app.state.publisher.close()
             await db.dispose()
 
     app = FastAPI(

@@ -115,30 +115,32 @@ async def publish(request: Request, store_id: StoreId) -> JSONResponse:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise APIError(400, "Bad Request", "Idempotency-Key must be 1 to 255 characters", "Idempotency-Key")
+    if key is None:
+        published = await request.app.state.publisher.publish(store_id, items)
+        data = [serialize(e) for e in published]
+        return JSONResponse({"data": data if batch else data[0]}, status_code=202)
     digest = hashlib.sha256(raw).hexdigest()
     for _ in range(2):
         try:
             async with request.app.state.db.write() as conn:
-                if key is not None:
-                    replay = await _replay(conn, store_id, key, digest, settings.idempotency_ttl)
-                    if replay is not None:
-                        return replay
+                replay = await _replay(conn, store_id, key, digest, settings.idempotency_ttl)
+                if replay is not None:
+                    return replay
                 now = utcnow()
                 published = await repo.publish(conn, store_id, items, now=now, max_attempts=settings.max_attempts)
                 data = [serialize(e) for e in published]
                 answer = {"data": data if batch else data[0]}
-                if key is not None:
-                    await conn.execute(
-                        idempotency_keys.insert().values(
-                            store_id=store_id, key=key, request_hash=digest, status_code=202,
-                            response=orjson.dumps(answer).decode(), created_at=now,
-                        )
+                await conn.execute(
+                    idempotency_keys.insert().values(
+                        store_id=store_id, key=key, request_hash=digest, status_code=202,
+                        response=orjson.dumps(answer).decode(), created_at=now,
                     )
+                )
             break
         except IntegrityError:
-            if key is None:
-                raise
             continue  # a concurrent request with the same key won: answer its response
+    else:
+        raise APIError(409, "Conflict", "A concurrent request with this Idempotency-Key is still being processed")
     if any(e.job_ids for e in published):
         request.app.state.notifier.wake()
     return JSONResponse(answer, status_code=202)

@@ -24,49 +24,64 @@ class PublishedEvent:
     payload: str | None = None
 
 
+_INSERT_EVENT = events.insert()
+_INSERT_JOB = jobs.insert()
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows of one or more publishes, written together by `Batch.write`."""
+
+    max_attempts: int
+    now: datetime
+    events: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    _observers: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
+
+    async def add(self, conn: AsyncConnection, store_id: str, items: list[tuple[str, str]]) -> list[PublishedEvent]:
+        """One event per item, one job per enabled integration of the store that observes it."""
+        observers = self._observers.get(store_id)
+        if observers is None:
+            observers = self._observers[store_id] = await integration_repo.observers(conn, store_id)
+        now = self.now
+        published: list[PublishedEvent] = []
+        for key, payload in items:
+            event = PublishedEvent(new_id(), key, now)
+            self.events.append(
+                {"id": event.id, "store_id": store_id, "triggered_by": key, "payload": payload, "created_at": now}
+            )
+            for integration_id, observes in observers:
+                if matches(observes, key):
+                    job_id = new_id()
+                    event.job_ids.append(job_id)
+                    self.jobs.append(
+                        {
+                            "id": job_id, "store_id": store_id, "integration_id": integration_id,
+                            "event_id": event.id, "triggered_by": key, "status": "pending", "attempts": 0,
+                            "max_attempts": self.max_attempts, "run_at": now, "lease_token": None,
+                            "created_at": now, "updated_at": now,
+                        }
+                    )
+            published.append(event)
+        return published
+
+    async def write(self, conn: AsyncConnection) -> None:
+        """Insert every row in two statements; on PostgreSQL, NOTIFY the workers (sent at commit)."""
+        if self.events:
+            await conn.execute(_INSERT_EVENT, self.events)
+        if self.jobs:
+            await conn.execute(_INSERT_JOB, self.jobs)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+
+
 async def publish(
-    conn: AsyncConnection,
-    store_id: str,
-    items: list[tuple[str, str]],
-    *,
-    now: datetime,
-    max_attempts: int,
+    conn: AsyncConnection, store_id: str, items: list[tuple[str, str]], *, now: datetime, max_attempts: int
 ) -> list[PublishedEvent]:
     """`items` are (event key, payload JSON text). Call inside a write transaction."""
-    observers = await integration_repo.observers(conn, store_id)
-    event_rows: list[dict[str, Any]] = []
-    job_rows: list[dict[str, Any]] = []
-    published: list[PublishedEvent] = []
-    for key, payload in items:
-        event = PublishedEvent(new_id(), key, now)
-        event_rows.append({"id": event.id, "store_id": store_id, "triggered_by": key, "payload": payload, "created_at": now})
-        for integration_id, observes in observers:
-            if matches(observes, key):
-                job_id = new_id()
-                event.job_ids.append(job_id)
-                job_rows.append(
-                    {
-                        "id": job_id,
-                        "store_id": store_id,
-                        "integration_id": integration_id,
-                        "event_id": event.id,
-                        "triggered_by": key,
-                        "status": "pending",
-                        "attempts": 0,
-                        "max_attempts": max_attempts,
-                        "run_at": now,
-                        "lease_token": None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-        published.append(event)
-    if event_rows:
-        await conn.execute(events.insert(), event_rows)
-    if job_rows:
-        await conn.execute(jobs.insert(), job_rows)
-        if conn.dialect.name == "postgresql":
-            await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+    batch = Batch(max_attempts, now)
+    published = await batch.add(conn, store_id, items)
+    await batch.write(conn)
     return published
 
 

@@ -100,9 +100,12 @@ async def rotate_secret(
     return key
 
 
+_OBSERVERS = sa.select(t.c.id, t.c.observes).where(
+    t.c.store_id == sa.bindparam("store_id"), t.c.deleted_at.is_(None), t.c.enabled.is_(True)
+)
+
+
 async def observers(conn: AsyncConnection, store_id: str) -> list[tuple[str, list[str]]]:
     """(id, observes) of the store's enabled integrations: who gets a job for a new event."""
-    rows = await conn.execute(
-        sa.select(t.c.id, t.c.observes).where(_live(store_id), t.c.enabled.is_(True))
-    )
+    rows = await conn.execute(_OBSERVERS, {"store_id": store_id})
     return [(r[0], r[1]) for r in rows]

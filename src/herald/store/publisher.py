@@ -1,0 +1,78 @@
+"""Group commit for publishing: concurrent publish requests share one transaction.
+
+Each request still gets its own events and jobs and its own answer, and is answered only after the
+transaction that holds its rows has committed, so an accepted event is never lost. Sharing the
+transaction (one BEGIN, one COMMIT, one look-up of each store's integrations) is what lets single-event
+requests scale: alone, each would pay for a whole transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from herald.delivery.notify import Notifier
+from herald.domain.ids import utcnow
+from herald.store import events as event_repo
+from herald.store.db import Database
+
+MAX_GROUP = 500  # requests written per transaction at most
+
+
+@dataclass(slots=True)
+class _Request:
+    store_id: str
+    items: list[tuple[str, str]]
+    done: asyncio.Future[list[event_repo.PublishedEvent]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Publisher:
+    def __init__(self, db: Database, notifier: Notifier, max_attempts: int) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.max_attempts = max_attempts
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, store_id: str, items: list[tuple[str, str]]) -> list[event_repo.PublishedEvent]:
+        """Write the events and their jobs; returns once they are committed."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="herald-publisher")
+        request = _Request(store_id, items)
+        await self._queue.put(request)
+        return await request.done
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < MAX_GROUP and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            await self._write(group)
+
+    async def _write(self, group: list[_Request]) -> None:
+        try:
+            results: list[list[event_repo.PublishedEvent]] = []
+            async with self.db.write() as conn:
+                batch = event_repo.Batch(self.max_attempts, utcnow())
+                for request in group:
+                    results.append(await batch.add(conn, request.store_id, request.items))
+                await batch.write(conn)
+        except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
+            for request in group:
+                if not request.done.done():
+                    request.done.set_exception(exc)
+            return
+        for request, published in zip(group, results, strict=True):
+            if not request.done.done():
+                request.done.set_result(published)
+        if any(e.job_ids for published in results for e in published):
+            self.notifier.wake()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
