@@ -129,7 +129,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _source(m: dict[str, object]) -> tuple[object, object]:
-    return m["commit"], m["diff_sha1"]
+    """What decides the code measured: the committed src/ tree and any uncommitted change to it."""
+    return m["src_tree"], m["diff_sha1"]
 
 
 def _pg_version() -> str:

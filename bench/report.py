@@ -110,6 +110,7 @@ def machine(postgres_version: str | None) -> dict[str, Any]:
         "postgresql": postgres_version,
         "herald": __version__,
         "commit": git("rev-parse", "--short", "HEAD"),
+        "src_tree": git("rev-parse", "--short", "HEAD:src"),
         "uncommitted": (git("diff", "--name-only", "HEAD", "--", "src") + "\n"
                         + git("ls-files", "--others", "--exclude-standard", "src")).split(),
         "diff_sha1": hashlib.sha1(git("diff", "HEAD", "--", "src").encode()).hexdigest()[:12],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
 
             runner = Worker(settings, db, app.state.notifier)
             await runner.start()
+        gc.collect()
+        gc.freeze()  # start-up objects (routes, models, compiled statements) never need scanning again
         try:
             yield
         finally:
