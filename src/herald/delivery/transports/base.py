@@ -39,6 +39,32 @@ class AttemptResult:
     gone: bool = False  # the receiver answered 410 Gone: the integration is disabled
 
 
+BODY_LIMIT = 4096  # bytes of the receiver's or broker's answer kept in a log (SPEC section 6)
+
+
+def blocked_detail(host: str) -> str:
+    """The error_detail of a delivery refused by the outbound address policy (the same for every transport)."""
+    return (
+        f"Delivery to {host} was blocked because its address is loopback, private, link-local or "
+        "otherwise non-public (HERALD_ALLOW_PRIVATE_NETWORKS=true lifts this)."
+    )
+
+
+def cut_utf8(data: bytes, limit: int = BODY_LIMIT) -> bytes:
+    """Cut to `limit` bytes without splitting a UTF-8 character (backs up at most 3 bytes)."""
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:  # data[cut] continues a character
+        cut -= 1
+    return data[:cut]
+
+
+def cut_text(text: str, limit: int = BODY_LIMIT) -> str:
+    """At most `limit` bytes of UTF-8, cut at a character boundary (the log `body` limit)."""
+    return cut_utf8(text.encode(), limit).decode(errors="replace")
+
+
 class Transport(Protocol):
     async def deliver(self, message: OutboundMessage) -> AttemptResult: ...
 

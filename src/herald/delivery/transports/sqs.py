@@ -27,10 +27,9 @@ from botocore.exceptions import (
 )
 
 from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
-from herald.delivery.transports.base import AttemptResult, OutboundMessage
+from herald.delivery.transports.base import AttemptResult, OutboundMessage, blocked_detail, cut_text
 from herald.domain.cloudevents import cloudevent
 
-BODY_LIMIT = 4096
 
 # Error codes SQS (query and JSON protocols) answers when the signature or key is refused.
 _CREDENTIAL_CODES = frozenset(
@@ -55,15 +54,6 @@ _DNS_ERRORS: tuple[type[Exception], ...] = tuple(
     filter(None, [getattr(aiohttp, "ClientConnectorDNSError", None)])  # aiohttp >= 3.10
 )
 _ClientKey = tuple[str, str | None, str, str]
-BLOCKED = (
-    "Delivery to {host} was blocked because its address is loopback, private, link-local or "
-    "otherwise non-public (HERALD_ALLOW_PRIVATE_NETWORKS=true lifts this)."
-)
-
-
-def _cut(text: str) -> str:
-    """At most 4 KiB of UTF-8, cut at a character boundary (the log ``body`` limit)."""
-    return text.encode()[:BODY_LIMIT].decode(errors="ignore")
 
 
 class SqsTransport:
@@ -135,7 +125,7 @@ class SqsTransport:
             return AttemptResult(
                 succeeded=ok,
                 status_code=status,
-                body=_cut(body),
+                body=cut_text(body),
                 error_detail=detail,
                 processing_time=round(time.perf_counter() - started, 6),
             )
@@ -153,7 +143,7 @@ class SqsTransport:
             detail = f"The SQS request timed out after {self.timeout:g} s."
             return result(False, None, str(exc) or detail, detail)
         except BlockedAddressError as exc:
-            return result(False, None, str(exc), BLOCKED.format(host=exc.host))
+            return result(False, None, str(exc), blocked_detail(exc.host))
         except BotoCoreError as exc:
             return result(False, None, str(exc), _transport_error(exc))
         except KeyError as exc:
@@ -194,7 +184,7 @@ def _transport_error(exc: BotoCoreError) -> str:
     if isinstance(exc, SSLError):
         return "The TLS handshake with the SQS endpoint failed."
     if isinstance(cause, BlockedAddressError):
-        return BLOCKED.format(host=cause.host)
+        return blocked_detail(cause.host)
     if isinstance(exc, EndpointConnectionError):
         os_error = getattr(cause, "os_error", cause)
         if isinstance(os_error, socket.gaierror) or isinstance(cause, _DNS_ERRORS):

@@ -17,26 +17,16 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from herald.delivery.guard import BlockedAddressError, is_blocked_address
-from herald.delivery.transports.base import AttemptResult, OutboundMessage
+from herald.delivery.transports.base import AttemptResult, OutboundMessage, blocked_detail, cut_text
 from herald.domain.cloudevents import CONTENT_TYPE, cloudevent
 
-BODY_LIMIT = 4096
 DEFAULT_PORTS = {"stomp": 61613, "stomp+ssl": 61614}
 HEARTBEAT_MS = 10_000  # we ask the broker for one every 10 s, so a dead connection is noticed
 IDLE_CLOSE = 300.0  # connections unused this long (s) are closed: integrations come and go
 READ_LIMIT = 1 << 20  # longest frame line or NUL-terminated body we accept
-BLOCKED = (
-    "Delivery to {host} was blocked because its address is loopback, private, link-local or "
-    "otherwise non-public (HERALD_ALLOW_PRIVATE_NETWORKS=true lifts this)."
-)
-
 _ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
 _UNESCAPES = {"\\\\": "\\", "\\r": "\r", "\\n": "\n", "\\c": ":"}
 
-
-def _cut(text: str) -> str:
-    """At most 4 KiB of UTF-8, cut at a character boundary (the log ``body`` limit)."""
-    return text.encode()[:BODY_LIMIT].decode(errors="ignore")
 
 
 @dataclass(slots=True)
@@ -194,7 +184,7 @@ class Connection:
         try:
             reader, writer = await _open_stream(address, ssl_context, allow_private)
         except BlockedAddressError as exc:
-            raise StompFailure(BLOCKED.format(host=exc.host), str(exc)) from exc
+            raise StompFailure(blocked_detail(exc.host), str(exc)) from exc
         except socket.gaierror as exc:
             raise StompFailure(
                 f"The STOMP broker host of {address.url} could not be resolved.", str(exc)
@@ -446,7 +436,7 @@ class StompTransport:
         return AttemptResult(
             succeeded=succeeded,
             status_code=None,
-            body=_cut(body),
+            body=cut_text(body),
             error_detail=detail,
             processing_time=round(time.perf_counter() - started, 6),
         )

@@ -17,10 +17,9 @@ from yarl import URL
 
 from herald import __version__
 from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
-from herald.delivery.transports.base import AttemptResult, OutboundMessage
+from herald.delivery.transports.base import BODY_LIMIT, AttemptResult, OutboundMessage, blocked_detail, cut_utf8
 from herald.domain.payloads import webhook_body, webhook_headers
 
-BODY_LIMIT = 4096  # bytes of the receiver's answer kept in the log (SPEC 6)
 _CLOSED_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 NON_2XX = "Received a status code outside of 2xx range - treating webhook as a fail"
 
@@ -89,7 +88,7 @@ class WebhookTransport:
         except Exception as exc:  # every failure becomes a log row, never a crash of the worker
             error = _describe(exc, url_text)
 
-        text = _cut_utf8(bytes(received), BODY_LIMIT).decode("utf-8", errors="replace")
+        text = cut_utf8(bytes(received), BODY_LIMIT).decode("utf-8", errors="replace")
         result = AttemptResult(
             succeeded=False,
             status_code=status,
@@ -134,16 +133,6 @@ async def _read_limited(stream: aiohttp.StreamReader, into: bytearray, limit: in
         into += chunk
 
 
-def _cut_utf8(data: bytes, limit: int) -> bytes:
-    """Cut to `limit` bytes without splitting a UTF-8 character (backs up at most 3 bytes)."""
-    if len(data) <= limit:
-        return data
-    cut = limit
-    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:  # data[cut] continues a character
-        cut -= 1
-    return data[:cut]
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After as seconds from now (>= 0): delta-seconds or an HTTP-date; None if unusable."""
     if not value:
@@ -166,10 +155,7 @@ def _date_delay(value: str) -> float:
 def _describe(exc: Exception, url: str) -> str:
     """One sentence per cause, so a user reading the log knows what to fix."""
     if isinstance(exc, BlockedAddressError):
-        return (
-            f"Delivery to {exc.host} was blocked because its address is loopback, private, "
-            "link-local or otherwise non-public (HERALD_ALLOW_PRIVATE_NETWORKS=true lifts this)."
-        )
+        return blocked_detail(exc.host)
     if isinstance(exc, aiohttp.InvalidURL):
         return f"The webhook URL {url!r} is not a valid http(s) URL."
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
