@@ -22,7 +22,7 @@ import orjson
 
 from bench import browse, latency, memory, publish, scaleout, throughput
 from bench.harness import PG_ADMIN_URL, Context, postgres_available
-from bench.report import ROOT, Row, docs_block, machine, plots, table, write_docs
+from bench.report import ROOT, Row, docs_block, machine, plots, source_fingerprint, table, write_docs
 
 SCENARIOS = {m.NAME: m for m in (throughput, latency, publish, browse, memory, scaleout)}
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -76,8 +76,8 @@ def main(argv: list[str]) -> int:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    python = sys.executable if not sys.executable.startswith(str(ROOT)) else str(Path(sys.executable).relative_to(ROOT))
-    command = shlex.join([python, "-m", "bench", *argv])
+    exe = Path(sys.executable)
+    command = shlex.join([str(exe.relative_to(ROOT) if exe.is_relative_to(ROOT) else exe), "-m", "bench", *argv])
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     pg_version = None
     if "postgresql" in backends:
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 rows.append(Row(name, backend, "-", None, note="PostgreSQL not reachable"))
                 continue
             print(f"== {name} on {backend} ({args.mode})", flush=True)
+            ctx.detail("source", f"{name}/{backend}", source_fingerprint())
             t0 = time.monotonic()
             try:
                 got = scenario.run(ctx, backend)
@@ -113,8 +114,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"\nwhole run: {seconds:.0f} s")
     result = {
         "mode": args.mode, "command": command, "seconds": round(seconds, 1),
-        "machine": before | {"load_after": os.getloadavg(), "source_changed": _source(machine(pg_version)) != _source(before)},
-        "rows": [r.as_dict() for r in rows], "details": ctx.details,
+        "machine": before | {"load_after": os.getloadavg()}, "rows": [r.as_dict() for r in rows], "details": ctx.details,
     }
     default = "partial.json" if args.partial else ("latest.json" if args.mode == "quick" else "latest-full.json")
     out = args.json or ROOT / "bench" / "results" / default
@@ -126,11 +126,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         write_docs(DOCS, args.mode, docs_block(result, rows, made, DOCS))
         print(f"docs: {DOCS}" + "".join(f"\nplot: {p}" for p in made))
     return 1 if any(r.status == "error" for r in rows) else 0
-
-
-def _source(m: dict[str, object]) -> tuple[object, object]:
-    """What decides the code measured: the committed src/ tree and any uncommitted change to it."""
-    return m["src_tree"], m["diff_sha1"]
 
 
 def _pg_version() -> str:

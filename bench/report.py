@@ -110,11 +110,19 @@ def machine(postgres_version: str | None) -> dict[str, Any]:
         "postgresql": postgres_version,
         "herald": __version__,
         "commit": git("rev-parse", "--short", "HEAD"),
-        "src_tree": git("rev-parse", "--short", "HEAD:src"),
+        "src_fingerprint": source_fingerprint(),
         "uncommitted": (git("diff", "--name-only", "HEAD", "--", "src") + "\n"
                         + git("ls-files", "--others", "--exclude-standard", "src")).split(),
-        "diff_sha1": hashlib.sha1(git("diff", "HEAD", "--", "src").encode()).hexdigest()[:12],
     }
+
+
+def source_fingerprint() -> str:
+    """A hash of the code being measured: every file under src/ as it is on disk now (others may be editing it)."""
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "src").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _read(path: str) -> str:
@@ -136,7 +144,7 @@ def docs_block(result: dict[str, Any], rows: list[Row], plots: list[Path], docs:
         f"Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql'] or 'not used'}; "
         f"Herald {m['herald']} at commit {m['commit'] or 'unknown'}"
         + (f" plus uncommitted changes to {', '.join(m['uncommitted'])}" if m.get("uncommitted") else "")
-        + (" (src/ changed while the run went on: later scenarios ran newer code)" if m.get("source_changed") else "")
+        + _changed(result)
         + f". Load average (1, 5, 15 min) before the run "
         f"{_load(m.get('load_before'))}, after {_load(m.get('load_after'))}.",
         "",
@@ -150,6 +158,13 @@ def docs_block(result: dict[str, Any], rows: list[Row], plots: list[Path], docs:
     for plot in plots:
         lines.append(f"![{plot.stem}]({os.path.relpath(plot, docs.parent)})")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _changed(result: dict[str, Any]) -> str:
+    """Name the scenarios that started on other code than the run did (src/ edited meanwhile)."""
+    first = result["machine"].get("src_fingerprint")
+    later = [k for k, fp in result["details"].get("source", {}).items() if fp != first]
+    return f" (src/ changed during the run: {', '.join(later)} ran newer code)" if later else ""
 
 
 def _load(values: Any) -> str:
