@@ -26,10 +26,16 @@ run: $(STAMP)
 test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench --quick
 
-bench-full: $(STAMP)
+bench-full: $(BENCH_STAMP)
 	$(PY) -m bench --full
 
 clean:
