@@ -32,6 +32,7 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start-up
 
 
 def _run_loop(coro: Any) -> Any:
