@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import uuid_utils
 
@@ -15,7 +16,9 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@lru_cache(maxsize=1024)
 def rfc3339(value: datetime | None) -> str | None:
+    """`2026-11-26T15:43:33.315225Z`. Cached: every event and job of one publish shares its timestamp."""
     if value is None:
         return None
     if value.utcoffset():
