@@ -30,7 +30,7 @@ async def test_invalid_json_is_400(client, store: StoreCreds) -> None:
 
 async def test_bad_page_params_are_400(client, store: StoreCreds) -> None:
     for query in ("page[limit]=abc", "page[limit]=-1", "page[offset]=-5", "page[offset]=1.5", "page[limit]=0",
-                  "page[after]=%%%"):
+                  "page[after]=%%%", "page[offset]=100000000000000000000"):
         r = await client.get(f"/v2/integrations?{query}", headers=store.headers)
         _error(r, 400)
         r = await client.get(f"/v2/integrations/logs?{query}", headers=store.headers)
@@ -42,6 +42,8 @@ async def test_bad_filters_are_400(client, store: StoreCreds) -> None:
                   "filter=eq(enabled,maybe)"):
         r = await client.get(f"/v2/integrations?{query}", headers=store.headers)
         _error(r, 400)
+    r = await client.get("/v2/integrations/logs?filter=eq(status_code,99999999999999999999)", headers=store.headers)
+    assert "too large" in _error(r, 400)["detail"]
     r = await client.get("/v2/integrations/logs?filter=ge(created_at,yesterday)", headers=store.headers)
     assert "RFC 3339" in _error(r, 400)["detail"]
 

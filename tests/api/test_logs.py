@@ -83,3 +83,23 @@ async def test_totals_filters_and_order(live) -> None:  # type: ignore[no-untype
     assert (await client.delete(f"/v2/integrations/{ko['id']}", headers=store.headers)).status_code == 204
     assert await total("/v2/integrations/logs") == 16
     assert (await client.get(f"/v2/integrations/{ko['id']}/logs", headers=store.headers)).status_code == 404
+
+
+async def _nul(_: web.Request) -> web.Response:
+    return web.Response(status=502, body=b"bad\x00gateway")
+
+
+async def test_a_nul_in_the_answer_is_recorded_and_blocks_nothing(live) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL text cannot hold NUL: the log keeps it as U+FFFD, and later attempts are recorded too."""
+    app, client = live
+    store: StoreCreds = await new_store(app, client)
+    async with Receiver(_nul) as rx:
+        created = await client.post("/v2/integrations", json=webhook_body(enabled=True, configuration={"url": rx.url()}),
+                                    headers=store.headers)
+        integration = created.json()["data"]["id"]
+        await client.post("/v2/events", json={"data": {"type": "event", "triggered_by": "order.paid", "payload": {}}},
+                          headers=store.headers)
+        logs = await poll(lambda: client.get(f"/v2/integrations/{integration}/logs", headers=store.headers),
+                          lambda resp: resp.json()["results"]["total"] == 3, timeout=30)
+    assert {d["body"] for d in logs.json()["data"]} == {"bad\ufffdgateway"}
+    assert {d["status_code"] for d in logs.json()["data"]} == {502}

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from herald.domain.ids import parse_rfc3339
 
 MAX_LIMIT = 100
+MAX_INT = 2**63 - 1  # what both databases can compare with
 
 
 class JSONResponse(Response):
@@ -109,6 +110,8 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise bad_request(f"{name} must be a whole number", name) from None
     if value < 0:
         raise bad_request(f"{name} must not be negative", name)
+    if value > MAX_INT:
+        raise bad_request(f"{name} is too large", name)
     return value
 
 
@@ -272,7 +275,10 @@ def parse_bool(value: str) -> bool:
 
 
 def parse_int(value: str) -> int:
-    return int(value)
+    number = int(value)
+    if abs(number) > MAX_INT:
+        raise ValueError("the number is too large")
+    return number
 
 
 def parse_time(value: str) -> datetime:

@@ -231,7 +231,8 @@ class Worker:
             {
                 "id": new_id(), "store_id": job.store_id, "integration_id": job.integration_id, "job_id": job.id,
                 "succeeded": result.succeeded, "attempt": job.attempt, "processing_time": round(result.processing_time, 6),
-                "body": result.body, "status_code": result.status_code, "error_detail": result.error_detail,
+                "body": _storable(result.body), "status_code": result.status_code,
+                "error_detail": _storable(result.error_detail),
                 "created_at": now,
             },
         )
@@ -282,3 +283,8 @@ class Worker:
         )
         log.warning("integration %s disabled after failing deliveries", integration_id)
         return any(e.job_ids for e in published)
+
+
+def _storable(text: str) -> str:
+    """A receiver may answer NUL characters, which PostgreSQL text cannot hold: keep them visible as U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

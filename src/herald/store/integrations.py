@@ -105,7 +105,13 @@ _OBSERVERS = sa.select(t.c.id, t.c.observes).where(
 )
 
 
+# On PostgreSQL, FOR SHARE makes a concurrent disable or delete wait for this publish to commit, so that its
+# cancelling of pending jobs sees the jobs this publish creates.
+_OBSERVERS_LOCKED = _OBSERVERS.with_for_update(read=True)
+
+
 async def observers(conn: AsyncConnection, store_id: str) -> list[tuple[str, list[str]]]:
     """(id, observes) of the store's enabled integrations: who gets a job for a new event."""
-    rows = await conn.execute(_OBSERVERS, {"store_id": store_id})
+    stmt = _OBSERVERS_LOCKED if conn.dialect.name == "postgresql" else _OBSERVERS
+    rows = await conn.execute(stmt, {"store_id": store_id})
     return [(r[0], r[1]) for r in rows]

@@ -60,10 +60,12 @@ class Publisher:
                 for request in group:
                     results.append(await batch.add(conn, request.store_id, request.items))
                 await batch.write(conn)
-        except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
+        except BaseException as exc:  # every waiting request hears of it, even when we are cancelled
             for request in group:
                 if not request.done.done():
-                    request.done.set_exception(exc)
+                    request.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("publisher stopped"))
+            if not isinstance(exc, Exception):
+                raise
             return
         for request, published in zip(group, results, strict=True):
             if not request.done.done():
@@ -76,3 +78,7 @@ class Publisher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.done.done():
+                request.done.set_exception(RuntimeError("publisher stopped"))
