@@ -64,7 +64,7 @@ async def _first_store(settings: Settings) -> dict[str, str] | None:
         await db.dispose()
 
 
-def _uvicorn(asgi: Any, host: str, port: int, settings: Settings, workers: int = 1) -> None:
+def _uvicorn(asgi: Any, host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(asgi, host=host, port=port, log_level=settings.log_level, proxy_headers=True, server_header=False)

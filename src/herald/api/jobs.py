@@ -88,10 +88,6 @@ async def retry_job(request: Request, integration_id: str, job_id: str, store_id
             raise APIError(409, "Conflict", f"The job is {row['status']}; only failed, succeeded or cancelled jobs can be retried")
         await repo.retry(conn, store_id, integration_id, job_id, now)
         row = await repo.get(conn, store_id, integration_id, job_id)
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy import text
-
-            await conn.execute(text("SELECT pg_notify('herald_jobs', '')"))
     request.app.state.notifier.wake()
     return JSONResponse({"data": serialize(row)}, status_code=202)  # type: ignore[arg-type]
 

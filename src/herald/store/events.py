@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.domain.events import matches
 from herald.domain.ids import new_id
 from herald.store import integrations as integration_repo
+from herald.store import jobs as job_repo
 from herald.store.tables import events, jobs
 
 
@@ -71,8 +72,7 @@ class Batch:
             await conn.execute(_INSERT_EVENT, self.events)
         if self.jobs:
             await conn.execute(_INSERT_JOB, self.jobs)
-            if conn.dialect.name == "postgresql":
-                await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+            await job_repo.notify_workers(conn)
 
 
 async def publish(

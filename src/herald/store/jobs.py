@@ -51,8 +51,17 @@ async def cancel_pending(conn: AsyncConnection, integration_id: str, now: dateti
     return result.rowcount
 
 
-async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> str | None:
-    """Grant one more attempt, due now. Returns the job's status before, or None when it cannot be retried."""
+async def notify_workers(conn: AsyncConnection) -> None:
+    """On PostgreSQL, wake every listening worker once this transaction commits (in-process workers use Notifier)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_NOTIFY)
+
+
+_NOTIFY = sa.text("SELECT pg_notify('herald_jobs', '')")
+
+
+async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> bool:
+    """Grant one more attempt, due now; False when the job is missing or cannot be retried in its status."""
     result = await conn.execute(
         t.update()
         .where(
@@ -63,7 +72,9 @@ async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_i
         )
         .values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
     )
-    return "ok" if result.rowcount else None
+    if result.rowcount:
+        await notify_workers(conn)
+    return bool(result.rowcount)
 
 
 async def retry_many(
@@ -75,6 +86,6 @@ async def retry_many(
     result = await conn.execute(
         t.update().where(*cond).values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
     )
-    if result.rowcount and conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_notify('herald_jobs', '')"))
+    if result.rowcount:
+        await notify_workers(conn)
     return result.rowcount
