@@ -97,7 +97,7 @@ def _message(configuration: dict[str, Any]) -> OutboundMessage:
         store_id="store-1",
         triggered_by="order.paid",
         attempt=1,
-        payload={"id": "order-1", "total": 1250, "note": "café"},
+        payload_json=orjson.dumps({"id": "order-1", "total": 1250, "note": "café"}).decode(),
         event_created_at=datetime(2026, 11, 2, 10, 30, 0, 123456, tzinfo=UTC),
         integration_id="integration-1",
         integration_type="aws_sqs",

@@ -108,7 +108,7 @@ def _message(addresses: list[str], **overrides: Any) -> OutboundMessage:
         store_id="store-1",
         triggered_by="product.updated",
         attempt=3,
-        payload={"id": "product-1", "name": "Tasse à café", "tags": ["a:b", "c\nd"]},
+        payload_json=orjson.dumps({"id": "product-1", "name": "Tasse à café", "tags": ["a:b", "c\nd"]}).decode(),
         event_created_at=datetime(2026, 11, 2, 10, 30, tzinfo=UTC),
         integration_id="integration-2",
         integration_type="stomp",

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+import orjson
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
@@ -31,7 +32,7 @@ def make_message(url: str, **overrides: object) -> OutboundMessage:
         store_id="store-1",
         triggered_by="order.paid",
         attempt=1,
-        payload={"data": {"id": "order-9"}},
+        payload_json=orjson.dumps({"data": {"id": "order-9"}}).decode(),
         event_created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
         integration_id="integration-1",
         integration_type="webhook",

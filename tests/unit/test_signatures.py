@@ -7,6 +7,7 @@ import json
 import time
 from datetime import datetime, timezone
 
+import orjson
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -23,7 +24,7 @@ def make_message(**overrides: object) -> OutboundMessage:
         store_id="store-1",
         triggered_by="order.paid",
         attempt=2,
-        payload={"data": {"id": "order-9", "total": 12.5, "note": "café"}},
+        payload_json=orjson.dumps({"data": {"id": "order-9", "total": 12.5, "note": "café"}}).decode(),
         event_created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
         integration_id="integration-1",
         integration_type="webhook",
@@ -81,7 +82,7 @@ def test_body_has_spec_shape_with_resources_as_json_string() -> None:
 
 def test_deleted_event_resources_is_the_object_itself() -> None:
     payload = {"type": "integration", "id": "integration-7"}
-    body = json.loads(webhook_body(make_message(triggered_by="integration.deleted", payload=payload)))
+    body = json.loads(webhook_body(make_message(triggered_by="integration.deleted", payload_json=orjson.dumps(payload).decode())))
     assert body["resources"] == payload
     assert body["payload"] == payload
 

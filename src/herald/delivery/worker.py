@@ -109,7 +109,7 @@ class Worker:
             want = min(capacity, s.worker_batch)
             try:
                 async with self.db.write() as conn:
-                    claimed = await queue.claim(conn, want, s.lease_seconds, utcnow())
+                    claimed, next_due = await queue.claim(conn, want, s.lease_seconds, utcnow())
                     for job in claimed:
                         if job.integration["deleted_at"] is not None:
                             await queue.cancel(conn, job, utcnow())
@@ -123,18 +123,11 @@ class Worker:
                     self._inflight[job.id] = asyncio.create_task(self._deliver(job))
             if len(claimed) == want:
                 continue
-            await self.notifier.wait(await self._idle_for())
-
-    async def _idle_for(self) -> float:
-        """Sleep until the next job is due, at most the poll interval."""
-        try:
-            async with self.db.read() as conn:
-                due = await queue.next_due(conn)
-        except Exception:  # noqa: BLE001
-            return self.settings.worker_poll_interval
-        if due is None:
-            return self.settings.worker_poll_interval
-        return max(0.0, min(self.settings.worker_poll_interval, (due - utcnow()).total_seconds()))
+            # Sleep until woken by a publish, or until the next job falls due (at most the poll interval).
+            idle = s.worker_poll_interval
+            if next_due is not None:
+                idle = max(0.0, min(idle, (next_due - utcnow()).total_seconds()))
+            await self.notifier.wait(idle)
 
     # --- delivering ---------------------------------------------------------------------------
 
@@ -170,7 +163,7 @@ class Worker:
             secrets.append(i["previous_signing_secret"])
         return OutboundMessage(
             job_id=job.id, event_id=job.event_id, store_id=job.store_id, triggered_by=job.triggered_by,
-            attempt=job.attempt, payload=job.payload, event_created_at=job.event_created_at,
+            attempt=job.attempt, payload_json=job.payload, event_created_at=job.event_created_at,
             integration_id=job.integration_id, integration_type=i["integration_type"], integration_name=i["name"],
             integration_description=i["description"], configuration=i["configuration"], signing_secrets=secrets,
         )

@@ -14,12 +14,10 @@ if TYPE_CHECKING:  # type-only: domain/ must not import delivery/ at run time (D
 
 def webhook_body(message: OutboundMessage) -> bytes:
     """The Moltin-compatible body; `resources` is the payload as a JSON string, as the original
-    platform sent it, except for `*.deleted` events where it is the object itself."""
-    resources: Any = (
-        message.payload
-        if message.triggered_by.endswith(".deleted")
-        else orjson.dumps(message.payload).decode()
-    )
+    platform sent it, except for `*.deleted` events where it is the object itself. The stored JSON text
+    is spliced in as it is, not parsed and serialised again."""
+    payload = orjson.Fragment(message.payload_json)
+    resources: Any = payload if message.triggered_by.endswith(".deleted") else message.payload_json
     return orjson.dumps(
         {
             "id": message.event_id,
@@ -33,7 +31,7 @@ def webhook_body(message: OutboundMessage) -> bytes:
                 "description": message.integration_description,
             },
             "resources": resources,
-            "payload": message.payload,
+            "payload": payload,
         }
     )
 

@@ -11,26 +11,23 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.raw import Driver, Sql
 from herald.store.tables import log_counts as t
 
 
-async def add(conn: AsyncConnection, logs: Iterable[dict[str, Any]]) -> None:
+_ADD = Sql(
+    "INSERT INTO log_counts (store_id, integration_id, succeeded, count) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count"
+)
+
+
+async def add(db: Driver, logs: Iterable[dict[str, Any]]) -> None:
+    """Add new log rows to the totals (inside the transaction that inserts them)."""
     totals = Counter((log["store_id"], log["integration_id"], bool(log["succeeded"])) for log in logs)
-    if not totals:
-        return
-    rows = [
-        {"store_id": s, "integration_id": i, "succeeded": ok, "count": n}
-        for (s, i, ok), n in sorted(totals.items())  # one order everywhere: no deadlocks between workers
-    ]
-    insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
-    stmt = insert.on_conflict_do_update(
-        index_elements=[t.c.store_id, t.c.integration_id, t.c.succeeded],
-        set_={"count": t.c.count + insert.excluded.count},
-    )
-    await conn.execute(stmt, rows)
+    # one order everywhere: no deadlocks between workers
+    await db.many(_ADD, [(s, i, ok, n) for (s, i, ok), n in sorted(totals.items())])
 
 
 async def total(

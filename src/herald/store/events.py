@@ -13,6 +13,7 @@ from herald.domain.events import matches
 from herald.domain.ids import new_id
 from herald.store import integrations as integration_repo
 from herald.store import jobs as job_repo
+from herald.store.raw import Driver, Sql
 from herald.store.tables import events, jobs
 
 
@@ -25,8 +26,19 @@ class PublishedEvent:
     payload: str | None = None
 
 
-_INSERT_EVENT = events.insert()
-_INSERT_JOB = jobs.insert()
+_INSERT_EVENTS = Sql(
+    "INSERT INTO events (id, store_id, triggered_by, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+    "INSERT INTO events (id, store_id, triggered_by, payload, created_at)"
+    " SELECT u.*, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS u",
+)
+_INSERT_JOBS = Sql(
+    "INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts, run_at,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+    "INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts, run_at,"
+    " created_at, updated_at) SELECT id, store_id, integration_id, event_id, triggered_by, 'pending', 0, %s, %s, %s, %s"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " AS u(id, store_id, integration_id, event_id, triggered_by)",
+)
 
 
 @dataclass(slots=True)
@@ -35,8 +47,8 @@ class Batch:
 
     max_attempts: int
     now: datetime
-    events: list[dict[str, Any]] = field(default_factory=list)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)  # id, store, key, payload
+    jobs: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # id, store, integration, event, key
     _observers: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
 
     async def add(self, conn: AsyncConnection, store_id: str, items: list[tuple[str, str]]) -> list[PublishedEvent]:
@@ -48,30 +60,28 @@ class Batch:
         published: list[PublishedEvent] = []
         for key, payload in items:
             event = PublishedEvent(new_id(), key, now)
-            self.events.append(
-                {"id": event.id, "store_id": store_id, "triggered_by": key, "payload": payload, "created_at": now}
-            )
+            self.events.append((event.id, store_id, key, payload))
             for integration_id, observes in observers:
                 if matches(observes, key):
                     job_id = new_id()
                     event.job_ids.append(job_id)
-                    self.jobs.append(
-                        {
-                            "id": job_id, "store_id": store_id, "integration_id": integration_id,
-                            "event_id": event.id, "triggered_by": key, "status": "pending", "attempts": 0,
-                            "max_attempts": self.max_attempts, "run_at": now, "lease_token": None,
-                            "created_at": now, "updated_at": now,
-                        }
-                    )
+                    self.jobs.append((job_id, store_id, integration_id, event.id, key))
             published.append(event)
         return published
 
     async def write(self, conn: AsyncConnection) -> None:
-        """Insert every row in two statements; on PostgreSQL, NOTIFY the workers (sent at commit)."""
-        if self.events:
-            await conn.execute(_INSERT_EVENT, self.events)
+        """Insert every row (one statement per table on PostgreSQL); NOTIFY the workers (sent at commit)."""
+        db = Driver(conn)
+        now = db.ts(self.now)
+        if db.is_sqlite:
+            await db.many(_INSERT_EVENTS, [row + (now,) for row in self.events])
+            await db.many(_INSERT_JOBS, [row + (self.max_attempts, now, now, now) for row in self.jobs])
+        else:
+            if self.events:
+                await db.run(_INSERT_EVENTS, (now, *map(list, zip(*self.events))))
+            if self.jobs:
+                await db.run(_INSERT_JOBS, (self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
         if self.jobs:
-            await conn.execute(_INSERT_JOB, self.jobs)
             await job_repo.notify_workers(conn)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
 from herald.domain.signatures import generate_secret
+from herald.store.raw import Driver, Sql
 from herald.store.tables import integrations as t
 
 COLUMNS = (
@@ -100,18 +102,14 @@ async def rotate_secret(
     return key
 
 
-_OBSERVERS = sa.select(t.c.id, t.c.observes).where(
-    t.c.store_id == sa.bindparam("store_id"), t.c.deleted_at.is_(None), t.c.enabled.is_(True)
+_OBSERVERS = Sql(
+    "SELECT id, observes FROM integrations WHERE store_id = ? AND deleted_at IS NULL AND enabled = 1",
+    # FOR SHARE makes a concurrent disable or delete wait for this publish to commit, so that its cancelling
+    # of pending jobs sees the jobs this publish creates.
+    "SELECT id, observes FROM integrations WHERE store_id = %s AND deleted_at IS NULL AND enabled FOR SHARE",
 )
-
-
-# On PostgreSQL, FOR SHARE makes a concurrent disable or delete wait for this publish to commit, so that its
-# cancelling of pending jobs sees the jobs this publish creates.
-_OBSERVERS_LOCKED = _OBSERVERS.with_for_update(read=True)
 
 
 async def observers(conn: AsyncConnection, store_id: str) -> list[tuple[str, list[str]]]:
     """(id, observes) of the store's enabled integrations: who gets a job for a new event."""
-    stmt = _OBSERVERS_LOCKED if conn.dialect.name == "postgresql" else _OBSERVERS
-    rows = await conn.execute(stmt, {"store_id": store_id})
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], orjson.loads(r[1])) for r in await Driver(conn).all(_OBSERVERS, (store_id,))]

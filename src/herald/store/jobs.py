@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.raw import Driver, Sql
 from herald.store.tables import jobs as t
 
 COLUMNS = (
@@ -54,10 +55,10 @@ async def cancel_pending(conn: AsyncConnection, integration_id: str, now: dateti
 async def notify_workers(conn: AsyncConnection) -> None:
     """On PostgreSQL, wake every listening worker once this transaction commits (in-process workers use Notifier)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(_NOTIFY)
+        await Driver(conn).run(_NOTIFY)
 
 
-_NOTIFY = sa.text("SELECT pg_notify('herald_jobs', '')")
+_NOTIFY = Sql("SELECT pg_notify('herald_jobs', '')")
 
 
 async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> bool:

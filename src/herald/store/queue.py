@@ -7,16 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
 from herald.store import counts
-from herald.store.tables import events, integrations, jobs, logs
+from herald.store.raw import Driver, Sql
+from herald.store.tables import jobs
 
-# Written out literally (not as bound parameters) so that the planner can use the partial index ix_jobs_due,
-# whose predicate is exactly this text.
-DUE_STATUS = sa.text("status IN ('pending', 'delivering')")
 
 
 @dataclass(slots=True)
@@ -29,7 +26,7 @@ class ClaimedJob:
     attempt: int  # the number of the attempt about to be made
     max_attempts: int
     lease_token: str
-    payload: dict[str, Any]
+    payload: str  # the event's JSON text, as stored
     event_created_at: datetime
     integration: dict[str, Any]  # name, description, integration_type, configuration, secrets, deleted_at, enabled
 
@@ -44,65 +41,100 @@ class Outcome:
     log: dict[str, Any]
 
 
-async def claim(conn: AsyncConnection, limit: int, lease_seconds: float, now: datetime) -> list[ClaimedJob]:
-    """Take up to `limit` due jobs (pending and due, or delivering with an expired lease)."""
+_CLAIM = Sql(
+    "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ? ORDER BY run_at LIMIT ?)"
+    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts",
+    # one round trip: the claimed jobs with their events' payloads
+    "WITH c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= %s ORDER BY run_at"
+    " LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts)"
+    " SELECT c.*, e.payload, e.created_at FROM c JOIN events e ON e.id = c.event_id",
+)
+_EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
+_INTEGRATION_COLUMNS = (
+    "id", "name", "description", "integration_type", "configuration", "signing_secret", "previous_signing_secret",
+    "previous_secret_expires_at", "deleted_at", "enabled",
+)
+_INTEGRATIONS = Sql(
+    f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id IN (SELECT value FROM json_each(?))",
+    f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id = ANY(%b)",
+)
+_NEXT_DUE = Sql("SELECT min(run_at) FROM jobs WHERE status IN ('pending', 'delivering')")
+
+
+async def claim(
+    conn: AsyncConnection, limit: int, lease_seconds: float, now: datetime
+) -> tuple[list[ClaimedJob], datetime | None]:
+    """Take up to `limit` due jobs (pending and due, or delivering with an expired lease).
+
+    Also answers, when fewer than `limit` were due, when the next job falls due (None when nothing waits),
+    so that an idle worker knows how long it may sleep.
+
+    The status predicate is written out literally so that the planner uses the partial index ix_jobs_due,
+    whose predicate is exactly this text; on PostgreSQL, SKIP LOCKED lets workers claim side by side.
+    """
+    db = Driver(conn)
     token = new_id()
-    due = (
-        sa.select(jobs.c.id)
-        .where(DUE_STATUS, jobs.c.run_at <= now)
-        .order_by(jobs.c.run_at)
-        .limit(limit)
+    claimed = await db.all(
+        _CLAIM, (db.ts(now + timedelta(seconds=lease_seconds)), token, db.ts(now), db.ts(now), limit)
     )
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    claimed = (
-        await conn.execute(
-            jobs.update()
-            .where(jobs.c.id.in_(due.scalar_subquery()))
-            .values(
-                status="delivering",
-                run_at=now + timedelta(seconds=lease_seconds),
-                lease_token=token,
-                updated_at=now,
-            )
-            .returning(
-                jobs.c.id, jobs.c.store_id, jobs.c.integration_id, jobs.c.event_id, jobs.c.triggered_by,
-                jobs.c.attempts, jobs.c.max_attempts,
-            )
-        )
-    ).all()
+    next_due = None
+    if len(claimed) < limit:
+        next_due = db.ts_out((await db.all(_NEXT_DUE))[0][0])
     if not claimed:
-        return []
-    event_ids = list({r.event_id for r in claimed})
-    integration_ids = list({r.integration_id for r in claimed})
-    payloads = {
-        r.id: (r.payload, r.created_at)
-        for r in await conn.execute(
-            sa.select(events.c.id, events.c.payload, events.c.created_at).where(events.c.id.in_(event_ids))
+        return [], next_due
+    if db.is_sqlite:
+        payloads = {r[0]: r[1:] for r in await db.all(_EVENTS, (db.ids({r[3] for r in claimed}),))}
+        claimed = [r + payloads[r[3]] for r in claimed]
+    found: dict[str, dict[str, Any]] = {}
+    for r in await db.all(_INTEGRATIONS, (db.ids({r[2] for r in claimed}),)):
+        row = dict(zip(_INTEGRATION_COLUMNS, r))
+        row["configuration"] = orjson.loads(row["configuration"])
+        row["previous_secret_expires_at"] = db.ts_out(row["previous_secret_expires_at"])
+        row["deleted_at"] = db.ts_out(row["deleted_at"])
+        row["enabled"] = bool(row["enabled"])
+        found[row["id"]] = row
+    jobs_out = [
+        ClaimedJob(
+            job_id, store_id, integration_id, event_id, triggered_by, attempts + 1, max_attempts,
+            token, payload, db.ts_out(created_at), found[integration_id],  # type: ignore[arg-type]
         )
-    }
-    found = {
-        r["id"]: dict(r)
-        for r in (
-            await conn.execute(
-                sa.select(
-                    integrations.c.id, integrations.c.name, integrations.c.description, integrations.c.integration_type,
-                    integrations.c.configuration, integrations.c.signing_secret, integrations.c.previous_signing_secret,
-                    integrations.c.previous_secret_expires_at, integrations.c.deleted_at, integrations.c.enabled,
-                ).where(integrations.c.id.in_(integration_ids))
-            )
-        ).mappings()
-    }
-    out = []
-    for r in claimed:
-        payload, created_at = payloads[r.event_id]
-        out.append(
-            ClaimedJob(
-                r.id, r.store_id, r.integration_id, r.event_id, r.triggered_by, r.attempts + 1, r.max_attempts,
-                token, orjson.loads(payload), created_at, found[r.integration_id],
-            )
-        )
-    return out
+        for job_id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts, payload, created_at
+        in claimed
+    ]
+    return jobs_out, next_due
+
+
+# SQLite: one writer at a time, and statements cost no round trip.
+_HELD = Sql("SELECT id, lease_token FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'delivering'")
+_FINISH = Sql("UPDATE jobs SET status = ?, attempts = ?, run_at = ?, lease_token = NULL, updated_at = ? WHERE id = ?")
+LOG_COLUMNS = (
+    "id", "store_id", "integration_id", "job_id", "succeeded", "attempt", "processing_time", "body", "status_code",
+    "error_detail", "created_at",
+)
+_INSERT_LOGS = Sql(f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
+_RECORD_PG = Sql(
+    "-- PostgreSQL only",
+    # One round trip: finish the jobs whose lease this worker still holds, log their attempts, add to the totals
+    # (in one order everywhere, so that workers cannot deadlock), and answer which jobs were finished.
+    "WITH u AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::text[],"
+    " %b::text[], %b::text[], %b::bool[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])"
+    " AS u(job_id, token, status, attempt, run_at, log_id, store_id, integration_id, succeeded, processing_time,"
+    " body, status_code, error_detail, created_at)),"
+    " done AS (UPDATE jobs SET status = u.status, attempts = u.attempt, run_at = u.run_at, lease_token = NULL,"
+    " updated_at = %s FROM u WHERE jobs.id = u.job_id AND jobs.lease_token = u.token AND jobs.status = 'delivering'"
+    " RETURNING jobs.id),"
+    " logged AS (INSERT INTO logs (id, store_id, integration_id, job_id, succeeded, attempt, processing_time, body,"
+    " status_code, error_detail, created_at) SELECT u.log_id, u.store_id, u.integration_id, u.job_id, u.succeeded,"
+    " u.attempt, u.processing_time, u.body, u.status_code, u.error_detail, u.created_at FROM u JOIN done"
+    " ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
+    " counted AS (INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
+    " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count)"
+    " SELECT id FROM done",
+)
 
 
 async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
@@ -111,54 +143,43 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     Returns the outcomes that were recorded; the others were taken over by another worker after the lease
     expired, and that worker's attempt is the one that counts.
     """
-    await _cancel_retries_of_disabled(conn, outcomes)
-    held_query = sa.select(jobs.c.id, jobs.c.lease_token).where(
-        jobs.c.id.in_([o.job.id for o in outcomes]), jobs.c.status == "delivering"
-    )
-    if conn.dialect.name == "postgresql":
-        held_query = held_query.with_for_update()  # a concurrent claim skips these rows until we commit
-    held = {row.id: row.lease_token for row in await conn.execute(held_query)}
+    db = Driver(conn)
+    await _cancel_retries_of_disabled(db, outcomes)
+    if not db.is_sqlite:
+        logs = [o.log for o in outcomes]
+        columns = [
+            [o.job.id for o in outcomes], [o.job.lease_token for o in outcomes], [o.status for o in outcomes],
+            [o.job.attempt for o in outcomes], [o.run_at for o in outcomes],
+        ] + [[log[c] for log in logs] for c in ("id", "store_id", "integration_id", "succeeded", "processing_time",
+                                                "body", "status_code", "error_detail", "created_at")]
+        finished = {r[0] for r in await db.all(_RECORD_PG, (*columns, now))}
+        return [o for o in outcomes if o.job.id in finished]
+    held = dict(await db.all(_HELD, (db.ids([o.job.id for o in outcomes]),)))
     kept = [o for o in outcomes if held.get(o.job.id) == o.job.lease_token]
-    if kept:
-        await conn.execute(
-            _FINISH,
-            [
-                {"b_id": o.job.id, "b_status": o.status, "b_attempts": o.job.attempt, "b_run_at": o.run_at, "b_now": now}
-                for o in kept
-            ],
-        )
-        await conn.execute(logs.insert(), [o.log for o in kept])
-        await counts.add(conn, [o.log for o in kept])
+    if not kept:
+        return kept
+    stamp = db.ts(now)
+    await db.many(_FINISH, [(o.status, o.job.attempt, db.ts(o.run_at), stamp, o.job.id) for o in kept])
+    await db.many(
+        _INSERT_LOGS, [tuple(o.log[c] for c in LOG_COLUMNS[:-1]) + (db.ts(o.log["created_at"]),) for o in kept]
+    )
+    await counts.add(db, [o.log for o in kept])
     return kept
 
 
-_FINISH = (
-    jobs.update()
-    .where(jobs.c.id == sa.bindparam("b_id"))
-    .values(
-        status=sa.bindparam("b_status"),
-        attempts=sa.bindparam("b_attempts"),
-        run_at=sa.bindparam("b_run_at", type_=jobs.c.run_at.type),
-        lease_token=None,
-        updated_at=sa.bindparam("b_now", type_=jobs.c.updated_at.type),
-    )
+_LIVE = Sql(
+    "SELECT id FROM integrations WHERE id IN (SELECT value FROM json_each(?)) AND enabled = 1 AND deleted_at IS NULL",
+    # FOR SHARE: a concurrent disable waits for this transaction, then cancels what it left pending
+    "SELECT id FROM integrations WHERE id = ANY(%b) AND enabled AND deleted_at IS NULL FOR SHARE",
 )
 
 
-async def _cancel_retries_of_disabled(conn: AsyncConnection, outcomes: list[Outcome]) -> None:
-    """A job whose integration was disabled or deleted during the attempt is cancelled, not rescheduled.
-
-    FOR SHARE on PostgreSQL: a concurrent disable waits for this transaction, then cancels what it left pending.
-    """
+async def _cancel_retries_of_disabled(db: Driver, outcomes: list[Outcome]) -> None:
+    """A job whose integration was disabled or deleted during the attempt is cancelled, not rescheduled."""
     retrying = {o.job.integration_id for o in outcomes if o.status == "pending"}
     if not retrying:
         return
-    query = sa.select(integrations.c.id).where(
-        integrations.c.id.in_(retrying), integrations.c.enabled.is_(True), integrations.c.deleted_at.is_(None)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    live = set((await conn.execute(query)).scalars())
+    live = {r[0] for r in await db.all(_LIVE, (db.ids(retrying),))}
     for o in outcomes:
         if o.status == "pending" and o.job.integration_id not in live:
             o.status, o.run_at = "cancelled", None
@@ -197,40 +218,34 @@ async def renew(conn: AsyncConnection, tokens: list[str], lease_seconds: float, 
     return result.rowcount
 
 
-async def next_due(conn: AsyncConnection) -> datetime | None:
-    return (
-        await conn.execute(sa.select(sa.func.min(jobs.c.run_at)).where(DUE_STATUS))
-    ).scalar_one_or_none()
+_RECOVERED = Sql(
+    "UPDATE integrations SET failing_since = NULL"
+    " WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NOT NULL",
+    "UPDATE integrations SET failing_since = NULL WHERE id = ANY(%b) AND failing_since IS NOT NULL",
+)
+_FAILING = Sql(
+    "UPDATE integrations SET failing_since = ? WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NULL",
+    "UPDATE integrations SET failing_since = %s WHERE id = ANY(%b) AND failing_since IS NULL",
+)
+_FAILING_SINCE = Sql(
+    "SELECT id FROM integrations WHERE id IN (SELECT value FROM json_each(?)) AND enabled = 1"
+    " AND failing_since IS NOT NULL AND failing_since <= ?",
+    "SELECT id FROM integrations WHERE id = ANY(%b) AND enabled AND failing_since IS NOT NULL AND failing_since <= %s",
+)
 
 
-async def mark_health(
-    conn: AsyncConnection, succeeded: set[str], failed: set[str], now: datetime
-) -> None:
+async def mark_health(conn: AsyncConnection, succeeded: set[str], failed: set[str], now: datetime) -> None:
     """Track since when every delivery of an integration has failed."""
+    db = Driver(conn)
     if succeeded:
-        await conn.execute(
-            integrations.update()
-            .where(integrations.c.id.in_(succeeded), integrations.c.failing_since.is_not(None))
-            .values(failing_since=None)
-        )
+        await db.run(_RECOVERED, (db.ids(succeeded),))
     failing = failed - succeeded
     if failing:
-        await conn.execute(
-            integrations.update()
-            .where(integrations.c.id.in_(failing), integrations.c.failing_since.is_(None))
-            .values(failing_since=now)
-        )
+        await db.run(_FAILING, (db.ts(now), db.ids(failing)))
 
 
 async def failing_too_long(conn: AsyncConnection, ids: set[str], before: datetime) -> list[str]:
     if not ids:
         return []
-    rows = await conn.execute(
-        sa.select(integrations.c.id).where(
-            integrations.c.id.in_(ids),
-            integrations.c.enabled.is_(True),
-            integrations.c.failing_since.is_not(None),
-            integrations.c.failing_since <= before,
-        )
-    )
-    return [r[0] for r in rows]
+    db = Driver(conn)
+    return [r[0] for r in await db.all(_FAILING_SINCE, (db.ids(ids), db.ts(before)))]

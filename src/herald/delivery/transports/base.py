@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 
 @dataclass(slots=True)
 class OutboundMessage:
@@ -16,7 +18,7 @@ class OutboundMessage:
     store_id: str
     triggered_by: str
     attempt: int
-    payload: dict[str, Any]
+    payload_json: str  # the event's payload, as the JSON text it was stored as
     event_created_at: datetime
     integration_id: str
     integration_type: str
@@ -24,6 +26,10 @@ class OutboundMessage:
     integration_description: str
     configuration: dict[str, Any]  # unmasked, as stored
     signing_secrets: list[str] = field(default_factory=list)  # "whsec_..." newest first
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return orjson.loads(self.payload_json)  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
