@@ -42,6 +42,16 @@ async def _token_key(db: Database, settings: Settings) -> str:
     raise RuntimeError("could not read or create the token signing key")
 
 
+def settle_heap() -> None:
+    """Once started: freeze the start-up objects (routes, models, statements) so that collections never scan
+    them again, and collect the youngest generation less often. Each delivery allocates a few hundred short-lived
+    objects; at the default threshold (700) the collector ran every few deliveries and cost about 15 % of a
+    worker's CPU. Reference cycles are still collected, only in larger batches."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def create_app(settings: Settings | None = None, *, worker: bool = False) -> FastAPI:
     """The API; with `worker=True` a delivery worker runs inside the same process (herald serve)."""
     settings = settings or Settings()
@@ -59,8 +69,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
 
             runner = Worker(settings, db, app.state.notifier)
             await runner.start()
-        gc.collect()
-        gc.freeze()  # start-up objects (routes, models, compiled statements) never need scanning again
+        settle_heap()
         try:
             yield
         finally:

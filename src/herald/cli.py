@@ -110,11 +110,13 @@ def worker() -> None:
     _logging(settings)
 
     async def main() -> None:
+        from herald.app import settle_heap
         from herald.delivery.worker import Worker
         from herald.store.db import Database
 
         db = Database(settings.database_url)
         runner = Worker(settings, db)
+        settle_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.request_stop)

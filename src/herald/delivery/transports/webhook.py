@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import math
 import socket
@@ -10,6 +9,7 @@ import ssl
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -45,6 +45,7 @@ class WebhookTransport:
         self._per_host_limit = per_host_limit
         self._total_limit = total_limit
         self._user_agent = user_agent
+        self._deadline = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
 
@@ -58,7 +59,8 @@ class WebhookTransport:
             )
             # No session-level timeout: `deliver` enforces one deadline for the whole attempt.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a webhook receiver's cookies are never sent back
             )
         return self._session
 
@@ -68,27 +70,28 @@ class WebhookTransport:
         url_text = str(message.configuration.get("url", ""))
         status: int | None = None
         headers: CIMultiDictProxy[str] | None = None
-        received = bytearray()
+        received = b""
         error: str | None = None
         try:
-            async with asyncio.timeout(self._timeout):
-                url = URL(url_text)
-                if url.scheme not in ("http", "https") or not url.host:
-                    raise aiohttp.InvalidURL(url_text)
-                check_url_host(url.raw_host or "", self._allow_private)
-                body = webhook_body(message)
-                request_headers = webhook_headers(message, body, int(time.time()), self._user_agent)
-                async with self._get_session().post(
-                    url, data=body, headers=request_headers, allow_redirects=False
-                ) as response:
-                    status, headers = response.status, response.headers
-                    await _read_limited(response.content, received, BODY_LIMIT + 1)
+            url = _target(url_text, self._allow_private)
+            body = webhook_body(message)
+            request_headers = webhook_headers(message, body, int(time.time()), self._user_agent)
+            # aiohttp's total timeout is one deadline for connecting, sending and reading the answer.
+            async with self._get_session().post(
+                url, data=body, headers=request_headers, allow_redirects=False, timeout=self._deadline
+            ) as response:
+                status, headers = response.status, response.headers
+                length = response.content_length
+                if length is not None and length <= BODY_LIMIT:
+                    received = await response.read()
+                else:
+                    received = await _read_limited(response.content, BODY_LIMIT + 1)
         except TimeoutError:
             error = f"The receiver did not answer within the {self._timeout:g} s timeout."
         except Exception as exc:  # every failure becomes a log row, never a crash of the worker
             error = _describe(exc, url_text)
 
-        text = cut_utf8(bytes(received), BODY_LIMIT).decode("utf-8", errors="replace")
+        text = cut_utf8(received, BODY_LIMIT).decode("utf-8", errors="replace")
         result = AttemptResult(
             succeeded=False,
             status_code=status,
@@ -124,13 +127,26 @@ class WebhookTransport:
             self._resolver = None
 
 
-async def _read_limited(stream: aiohttp.StreamReader, into: bytearray, limit: int) -> None:
+async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:
     """Read at most `limit` bytes: a receiver answering megabytes costs us only a few KiB."""
+    into = bytearray()
     while len(into) < limit:
         chunk = await stream.read(limit - len(into))
         if not chunk:
-            return
+            break
         into += chunk
+    return bytes(into)
+
+
+@lru_cache(maxsize=4096)
+def _target(url_text: str, allow_private: bool) -> URL:
+    """The parsed webhook URL, refused when invalid or when its IP-literal host is blocked (cached per URL:
+    every delivery of an integration goes to the same one)."""
+    url = URL(url_text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise aiohttp.InvalidURL(url_text)
+    check_url_host(url.raw_host or "", allow_private)
+    return url
 
 
 def parse_retry_after(value: str | None) -> float | None:
