@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -37,6 +38,11 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._transports: dict[str, Transport] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}  # job id -> task
+        # Deliveries per integration are capped at per_host_connections; claimed jobs beyond the cap wait here,
+        # not as tasks parked in the HTTP client's connection queue (which costs far more per delivery).
+        self._active: dict[str, int] = {}  # integration id -> deliveries running
+        self._queued: dict[str, collections.deque[queue.ClaimedJob]] = {}  # integration id -> jobs waiting
+        self._waiting = 0  # jobs in _queued
         self._tokens: dict[str, str] = {}  # job id -> lease token
         self._done: list[tuple[queue.ClaimedJob, AttemptResult]] = []
         self._done_event = asyncio.Event()
@@ -66,7 +72,10 @@ class Worker:
         self._slot_free.set()
         claim_task, record_task, *rest = self._tasks
         await asyncio.gather(claim_task, *rest, return_exceptions=True)
-        log.info("worker %s stopping: no more claims, %d deliveries in flight", self.name, len(self._inflight))
+        log.info(
+            "worker %s stopping: no more claims, %d deliveries in flight, %d claimed jobs not started (released)",
+            self.name, len(self._inflight), self._waiting,
+        )
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=self.settings.delivery_timeout + 5)
             for task in pending:
@@ -101,7 +110,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         s = self.settings
         while not self._stop.is_set():
-            capacity = s.worker_concurrency - len(self._inflight)
+            capacity = s.worker_concurrency - len(self._inflight) - self._waiting
             if capacity <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -120,7 +129,7 @@ class Worker:
             for job in claimed:
                 if job.integration["deleted_at"] is None:
                     self._tokens[job.id] = job.lease_token
-                    self._inflight[job.id] = asyncio.create_task(self._deliver(job))
+                    self._start(job)
             if len(claimed) == want:
                 continue
             # Sleep until woken by a publish, or until the next job falls due (at most the poll interval).
@@ -168,6 +177,33 @@ class Worker:
             integration_description=i["description"], configuration=i["configuration"], signing_secrets=secrets,
         )
 
+    def _start(self, job: queue.ClaimedJob) -> None:
+        """Deliver now, or once a delivery of the same integration ends when it already has its share."""
+        key = job.integration_id
+        running = self._active.get(key, 0)
+        if running >= self.settings.per_host_connections:
+            self._queued.setdefault(key, collections.deque()).append(job)
+            self._waiting += 1
+            return
+        self._active[key] = running + 1
+        self._inflight[job.id] = asyncio.create_task(self._deliver(job))
+
+    def _next(self, key: str) -> None:
+        """A delivery of integration `key` ended: start its next waiting job in the freed place."""
+        waiting = self._queued.get(key)
+        if waiting and not self._stop.is_set():
+            job = waiting.popleft()
+            self._waiting -= 1
+            if not waiting:
+                del self._queued[key]
+            self._inflight[job.id] = asyncio.create_task(self._deliver(job))
+            return
+        running = self._active[key] - 1
+        if running:
+            self._active[key] = running
+        else:
+            del self._active[key]
+
     async def _deliver(self, job: queue.ClaimedJob) -> None:
         try:
             try:
@@ -180,6 +216,7 @@ class Worker:
         finally:
             if self._inflight.get(job.id) is asyncio.current_task():
                 del self._inflight[job.id]
+            self._next(job.integration_id)
             self._slot_free.set()
 
     async def _renew_loop(self) -> None:
@@ -240,9 +277,7 @@ class Worker:
         try:
             async with self.db.write() as conn:
                 kept = await queue.record(conn, outcomes, now)
-                ok = {o.job.integration_id for o in kept if o.log["succeeded"]}
                 bad = {o.job.integration_id for o in kept if not o.log["succeeded"]}
-                await queue.mark_health(conn, ok, bad, now)
                 gone_jobs = {job.id for job, result in batch if result.gone}
                 gone = {o.job.integration_id for o in kept if o.job.id in gone_jobs}
                 stale = await queue.failing_too_long(conn, bad, now - timedelta(seconds=self.settings.disable_after))

@@ -41,25 +41,25 @@ class Outcome:
     log: dict[str, Any]
 
 
-_CLAIM = Sql(
-    "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ? ORDER BY run_at LIMIT ?)"
-    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts",
-    # one round trip: the claimed jobs with their events' payloads
-    "WITH c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= %s ORDER BY run_at"
-    " LIMIT %s FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts)"
-    " SELECT c.*, e.payload, e.created_at FROM c JOIN events e ON e.id = c.event_id",
-)
-_EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
 _INTEGRATION_COLUMNS = (
     "id", "name", "description", "integration_type", "configuration", "signing_secret", "previous_signing_secret",
     "previous_secret_expires_at", "deleted_at", "enabled",
 )
+_CLAIM = Sql(
+    "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ? ORDER BY run_at LIMIT ?)"
+    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts",
+    # one round trip: the claimed jobs with their events' payloads and their integrations
+    "WITH c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= %s ORDER BY run_at"
+    " LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts)"
+    f" SELECT c.*, e.payload, e.created_at, {', '.join('i.' + c for c in _INTEGRATION_COLUMNS)}"
+    " FROM c JOIN events e ON e.id = c.event_id JOIN integrations i ON i.id = c.integration_id",
+)
+_EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
 _INTEGRATIONS = Sql(
-    f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id IN (SELECT value FROM json_each(?))",
-    f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id = ANY(%b)",
+    f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id IN (SELECT value FROM json_each(?))"
 )
 _NEXT_DUE = Sql("SELECT min(run_at) FROM jobs WHERE status IN ('pending', 'delivering')")
 
@@ -88,8 +88,12 @@ async def claim(
     if db.is_sqlite:
         payloads = {r[0]: r[1:] for r in await db.all(_EVENTS, (db.ids({r[3] for r in claimed}),))}
         claimed = [r + payloads[r[3]] for r in claimed]
+        integration_rows = await db.all(_INTEGRATIONS, (db.ids({r[2] for r in claimed}),))
+    else:
+        integration_rows = list({r[2]: r[9:] for r in claimed}.values())
+        claimed = [r[:9] for r in claimed]
     found: dict[str, dict[str, Any]] = {}
-    for r in await db.all(_INTEGRATIONS, (db.ids({r[2] for r in claimed}),)):
+    for r in integration_rows:
         row = dict(zip(_INTEGRATION_COLUMNS, r))
         row["configuration"] = orjson.loads(row["configuration"])
         row["previous_secret_expires_at"] = db.ts_out(row["previous_secret_expires_at"])
@@ -118,7 +122,8 @@ _INSERT_LOGS = Sql(f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.j
 _RECORD_PG = Sql(
     "-- PostgreSQL only",
     # One round trip: finish the jobs whose lease this worker still holds, log their attempts, add to the totals
-    # (in one order everywhere, so that workers cannot deadlock), and answer which jobs were finished.
+    # (in one order everywhere, so that workers cannot deadlock), clear `failing_since` of the integrations
+    # that succeeded, and answer which jobs were finished.
     "WITH u AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::text[],"
     " %b::text[], %b::text[], %b::bool[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])"
     " AS u(job_id, token, status, attempt, run_at, log_id, store_id, integration_id, succeeded, processing_time,"
@@ -132,13 +137,16 @@ _RECORD_PG = Sql(
     " ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
     " counted AS (INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
     " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-    " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count)"
+    " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count),"
+    " healed AS (UPDATE integrations SET failing_since = NULL"
+    " WHERE id IN (SELECT integration_id FROM logged WHERE succeeded) AND failing_since IS NOT NULL)"
     " SELECT id FROM done",
 )
 
 
 async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
-    """Write each attempt's log and its job's next state, only where this worker still holds the lease.
+    """Write each attempt's log and its job's next state, only where this worker still holds the lease, and
+    track since when every delivery of an integration has failed.
 
     Returns the outcomes that were recorded; the others were taken over by another worker after the lease
     expired, and that worker's attempt is the one that counts.
@@ -153,7 +161,9 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
         ] + [[log[c] for log in logs] for c in ("id", "store_id", "integration_id", "succeeded", "processing_time",
                                                 "body", "status_code", "error_detail", "created_at")]
         finished = {r[0] for r in await db.all(_RECORD_PG, (*columns, now))}
-        return [o for o in outcomes if o.job.id in finished]
+        kept = [o for o in outcomes if o.job.id in finished]
+        await _mark_failing(db, kept, now)
+        return kept
     held = dict(await db.all(_HELD, (db.ids([o.job.id for o in outcomes]),)))
     kept = [o for o in outcomes if held.get(o.job.id) == o.job.lease_token]
     if not kept:
@@ -164,6 +174,10 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
         _INSERT_LOGS, [tuple(o.log[c] for c in LOG_COLUMNS[:-1]) + (db.ts(o.log["created_at"]),) for o in kept]
     )
     await counts.add(db, [o.log for o in kept])
+    succeeded = {o.job.integration_id for o in kept if o.log["succeeded"]}
+    if succeeded:
+        await db.run(_RECOVERED, (db.ids(succeeded),))
+    await _mark_failing(db, kept, now)
     return kept
 
 
@@ -220,8 +234,7 @@ async def renew(conn: AsyncConnection, tokens: list[str], lease_seconds: float, 
 
 _RECOVERED = Sql(
     "UPDATE integrations SET failing_since = NULL"
-    " WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NOT NULL",
-    "UPDATE integrations SET failing_since = NULL WHERE id = ANY(%b) AND failing_since IS NOT NULL",
+    " WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NOT NULL"
 )
 _FAILING = Sql(
     "UPDATE integrations SET failing_since = ? WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NULL",
@@ -234,12 +247,11 @@ _FAILING_SINCE = Sql(
 )
 
 
-async def mark_health(conn: AsyncConnection, succeeded: set[str], failed: set[str], now: datetime) -> None:
-    """Track since when every delivery of an integration has failed."""
-    db = Driver(conn)
-    if succeeded:
-        await db.run(_RECOVERED, (db.ids(succeeded),))
-    failing = failed - succeeded
+async def _mark_failing(db: Driver, kept: list[Outcome], now: datetime) -> None:
+    """Integrations with only failed attempts in this batch start failing now, unless they already were."""
+    failing = {o.job.integration_id for o in kept if not o.log["succeeded"]}
+    if failing:
+        failing -= {o.job.integration_id for o in kept if o.log["succeeded"]}
     if failing:
         await db.run(_FAILING, (db.ts(now), db.ids(failing)))
 
