@@ -83,12 +83,15 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         version=__version__,
         summary="Self-hosted webhooks and integrations, compatible with the Moltin Integrations API v2.",
         lifespan=lifespan,
+        # Herald configures no OpenTelemetry provider; FastAPI would otherwise look for one on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.sign_ins = auth.FailedSignIns(settings.login_attempts, settings.login_window)
     app.state.tokens = auth.TokenCache()
-    # logs first: /v2/integrations/logs must not be taken for an integration id
-    for module in (health, auth, logs, events, jobs, integrations):
+    # events first: routes are matched in order, and publishing is the busiest; logs before integrations:
+    # /v2/integrations/logs must not be taken for an integration id
+    for module in (events, health, auth, logs, jobs, integrations):
         app.include_router(module.router)
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
-from herald.api.auth import StoreId
+from herald.api.auth import require_store
 from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, unprocessable
 from herald.domain.events import EVENT_KEYS
 from herald.domain.ids import rfc3339, utcnow
@@ -107,7 +107,8 @@ async def _replay(conn: Any, store_id: str, key: str, digest: str, ttl: int) -> 
                         "description": "The same key within 24 h answers the first response again"}],
     },
 )
-async def publish(request: Request, store_id: StoreId) -> JSONResponse:
+async def publish(request: Request) -> JSONResponse:
+    store_id = await require_store(request)
     settings = request.app.state.settings
     raw = await request.body()
     body = await json_body(request)
@@ -147,7 +148,8 @@ async def publish(request: Request, store_id: StoreId) -> JSONResponse:
 
 
 @router.get("/{event_id}", summary="Get an event, its payload and its jobs")
-async def get_event(request: Request, event_id: str, store_id: StoreId) -> JSONResponse:
+async def get_event(request: Request, event_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     async with request.app.state.db.read() as conn:
         event = await repo.get(conn, store_id, event_id)
     if event is None:

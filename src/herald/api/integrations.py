@@ -11,7 +11,7 @@ from starlette.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.api.auth import StoreId
+from herald.api.auth import require_store
 from herald.api.jsonapi import (
     BOOL_OPS,
     STR_OPS,
@@ -96,7 +96,8 @@ def _validation(exc: ValidationFailed) -> APIError:
 
 
 @router.post("", status_code=201, summary="Create an integration", openapi_extra=_body_doc(IntegrationEnvelope))
-async def create_integration(request: Request, store_id: StoreId) -> JSONResponse:
+async def create_integration(request: Request) -> JSONResponse:
+    store_id = await require_store(request)
     body = await json_body(request)
     try:
         values = validate_create(body)
@@ -112,7 +113,8 @@ async def create_integration(request: Request, store_id: StoreId) -> JSONRespons
 
 
 @router.get("", summary="List integrations")
-async def list_integrations(request: Request, store_id: StoreId) -> JSONResponse:
+async def list_integrations(request: Request) -> JSONResponse:
+    store_id = await require_store(request)
     page = page_params(request)
     where = filter_clauses(request, FILTERS)
     async with request.app.state.db.read() as conn:
@@ -124,7 +126,8 @@ async def list_integrations(request: Request, store_id: StoreId) -> JSONResponse
 
 
 @router.get("/{integration_id}", summary="Get an integration")
-async def get_integration(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def get_integration(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     async with request.app.state.db.read() as conn:
         row = await repo.get(conn, store_id, integration_id)
     if row is None:
@@ -133,7 +136,8 @@ async def get_integration(request: Request, integration_id: str, store_id: Store
 
 
 @router.put("/{integration_id}", summary="Update an integration (partial)", openapi_extra=_body_doc(IntegrationEnvelope))
-async def update_integration(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def update_integration(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     body = await json_body(request)
     now = utcnow()
     async with request.app.state.db.write() as conn:
@@ -155,7 +159,8 @@ async def update_integration(request: Request, integration_id: str, store_id: St
 
 
 @router.delete("/{integration_id}", status_code=204, summary="Delete an integration")
-async def delete_integration(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def delete_integration(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         if not await repo.soft_delete(conn, store_id, integration_id, now):
@@ -167,7 +172,8 @@ async def delete_integration(request: Request, integration_id: str, store_id: St
 
 
 @router.get("/{integration_id}/signing-secret", summary="Get the signing secret of an integration")
-async def get_signing_secret(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def get_signing_secret(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     async with request.app.state.db.read() as conn:
         secrets = await repo.signing_secrets(conn, store_id, integration_id)
     if secrets is None:
@@ -176,7 +182,8 @@ async def get_signing_secret(request: Request, integration_id: str, store_id: St
 
 
 @router.post("/{integration_id}/signing-secret/rotate", summary="Rotate the signing secret (old key signs 24 h more)")
-async def rotate_signing_secret(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def rotate_signing_secret(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         key = await repo.rotate_secret(conn, store_id, integration_id, now, now + SECRET_GRACE)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from herald.api.auth import StoreId
+from herald.api.auth import require_store
 from herald.api.jsonapi import (
     ORDERED_OPS,
     STR_OPS,
@@ -58,7 +58,8 @@ async def _require_integration(conn: Any, store_id: str, integration_id: str) ->
 
 
 @router.get("/{integration_id}/jobs", summary="List the jobs of an integration")
-async def list_jobs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def list_jobs(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     page = page_params(request)
     where = filter_clauses(request, FILTERS)
     async with request.app.state.db.read() as conn:
@@ -69,7 +70,8 @@ async def list_jobs(request: Request, integration_id: str, store_id: StoreId) ->
 
 
 @router.get("/{integration_id}/jobs/{job_id}", summary="Get a job")
-async def get_job(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+async def get_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     async with request.app.state.db.read() as conn:
         row = await repo.get(conn, store_id, integration_id, job_id)
     if row is None:
@@ -78,7 +80,8 @@ async def get_job(request: Request, integration_id: str, job_id: str, store_id: 
 
 
 @router.post("/{integration_id}/jobs/{job_id}/retry", status_code=202, summary="Retry a job now (one more attempt)")
-async def retry_job(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         row = await repo.get(conn, store_id, integration_id, job_id)
@@ -93,7 +96,8 @@ async def retry_job(request: Request, integration_id: str, job_id: str, store_id
 
 
 @router.post("/{integration_id}/jobs/retry", status_code=202, summary="Retry every job of a status (since a time)")
-async def retry_jobs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def retry_jobs(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     body = await json_body(request)
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from herald.api.auth import StoreId
+from herald.api.auth import require_store
 from herald.api.jsonapi import (
     BOOL_OPS,
     ORDERED_OPS,
@@ -80,15 +80,18 @@ def _counted(raw: str | None) -> tuple[bool | None] | None:
 
 
 @router.get("/logs", summary="Get all logs")
-async def all_logs(request: Request, store_id: StoreId) -> JSONResponse:
+async def all_logs(request: Request) -> JSONResponse:
+    store_id = await require_store(request)
     return await _answer(request, store_id)
 
 
 @router.get("/{integration_id}/logs", summary="Get the logs of an integration")
-async def integration_logs(request: Request, integration_id: str, store_id: StoreId) -> JSONResponse:
+async def integration_logs(request: Request, integration_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     return await _answer(request, store_id, integration_id=integration_id)
 
 
 @router.get("/{integration_id}/jobs/{job_id}/logs", summary="Get the logs of a job")
-async def job_logs(request: Request, integration_id: str, job_id: str, store_id: StoreId) -> JSONResponse:
+async def job_logs(request: Request, integration_id: str, job_id: str) -> JSONResponse:
+    store_id = await require_store(request)
     return await _answer(request, store_id, integration_id=integration_id, job_id=job_id)
