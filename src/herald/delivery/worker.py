@@ -37,7 +37,7 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._transports: dict[str, Transport] = {}
-        self._inflight: dict[str, asyncio.Task[None]] = {}  # job id -> task
+        self._inflight: dict[int, asyncio.Task[None]] = {}  # id() of the ClaimedJob being delivered -> its task
         # Deliveries per integration are capped at per_host_connections; claimed jobs beyond the cap wait here,
         # not as tasks parked in the HTTP client's connection queue (which costs far more per delivery).
         self._active: dict[str, int] = {}  # integration id -> deliveries running
@@ -186,7 +186,7 @@ class Worker:
             self._waiting += 1
             return
         self._active[key] = running + 1
-        self._inflight[job.id] = asyncio.create_task(self._deliver(job))
+        self._inflight[id(job)] = asyncio.create_task(self._deliver(job))
 
     def _next(self, key: str) -> None:
         """A delivery of integration `key` ended: start its next waiting job in the freed place."""
@@ -196,7 +196,7 @@ class Worker:
             self._waiting -= 1
             if not waiting:
                 del self._queued[key]
-            self._inflight[job.id] = asyncio.create_task(self._deliver(job))
+            self._inflight[id(job)] = asyncio.create_task(self._deliver(job))
             return
         running = self._active[key] - 1
         if running:
@@ -214,8 +214,7 @@ class Worker:
             self._done.append((job, result))
             self._done_event.set()
         finally:
-            if self._inflight.get(job.id) is asyncio.current_task():
-                del self._inflight[job.id]
+            del self._inflight[id(job)]
             self._next(job.integration_id)
             self._slot_free.set()
 
