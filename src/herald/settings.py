@@ -45,10 +45,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         60.0, description="How long a worker holds a claimed job before another worker may take it over."
     )
-    worker_concurrency: int = Field(512, description="Deliveries in flight at once per worker process.")
+    worker_concurrency: int = Field(512, description="Jobs a worker process holds at once (being sent, or waiting for their integration's turn).")
     worker_batch: int = Field(250, description="Jobs claimed per database round trip.")
     worker_poll_interval: float = Field(1.0, description="Longest sleep of an idle worker between checks for due jobs.")
-    per_host_connections: int = Field(50, ge=1, description="Concurrent connections per receiver host.")
+    per_host_connections: int = Field(
+        50, ge=1, description="Concurrent connections per receiver host, and deliveries in flight per integration."
+    )
     login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
     login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

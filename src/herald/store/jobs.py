@@ -58,7 +58,7 @@ async def notify_workers(conn: AsyncConnection) -> None:
         await Driver(conn).run(_NOTIFY)
 
 
-_NOTIFY = Sql("SELECT pg_notify('herald_jobs', '')")
+_NOTIFY = Sql(None, "SELECT pg_notify('herald_jobs', '')")
 
 
 async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> bool:

@@ -15,7 +15,6 @@ from herald.store.raw import Driver, Sql
 from herald.store.tables import jobs
 
 
-
 @dataclass(slots=True)
 class ClaimedJob:
     id: str
@@ -120,7 +119,7 @@ LOG_COLUMNS = (
 )
 _INSERT_LOGS = Sql(f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
 _RECORD_PG = Sql(
-    "-- PostgreSQL only",
+    None,
     # One round trip: finish the jobs whose lease this worker still holds, log their attempts, add to the totals
     # (in one order everywhere, so that workers cannot deadlock), clear `failing_since` of the integrations
     # that succeeded, and answer which jobs were finished.

@@ -1,0 +1,49 @@
+"""Driver-level statements must store values exactly as SQLAlchemy does, or the API would misread them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from herald.store.raw import Sql, sqlite_ts
+from herald.store.tables import UTCDateTime
+
+MOMENTS = [
+    datetime(2026, 11, 26, 17, 5, 3, 123456, tzinfo=timezone.utc),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),  # no microseconds: still written with .000000
+    datetime(2026, 6, 1, 2, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),  # another offset: stored as UTC
+]
+
+
+@pytest.mark.parametrize("moment", MOMENTS, ids=["micro", "whole-second", "offset"])
+def test_sqlite_timestamps_match_sqlalchemy_storage(moment: datetime) -> None:
+    engine = sa.create_engine("sqlite://")
+    table = sa.Table("t", sa.MetaData(), sa.Column("at", UTCDateTime))
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), {"at": moment})
+        stored = conn.exec_driver_sql("SELECT at FROM t").scalar_one()
+        assert stored == sqlite_ts(moment)
+        # and a value written by the driver reads back through SQLAlchemy as the same instant
+        conn.exec_driver_sql("DELETE FROM t")
+        conn.exec_driver_sql("INSERT INTO t (at) VALUES (?)", (sqlite_ts(moment),))
+        assert conn.execute(sa.select(table.c.at)).scalar_one() == moment
+
+
+def test_sqlite_timestamps_sort_as_time() -> None:
+    earlier = datetime(2026, 11, 26, 9, 59, 59, 999999, tzinfo=timezone.utc)
+    later = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+    assert sqlite_ts(earlier) < sqlite_ts(later)
+
+
+def test_postgresql_text_is_derived_and_postgresql_only_statements_refuse_sqlite() -> None:
+    both = Sql("SELECT id FROM jobs WHERE id = ? AND status = ?")
+    assert both.postgresql == "SELECT id FROM jobs WHERE id = %s AND status = %s"
+    assert both.for_sqlite() == "SELECT id FROM jobs WHERE id = ? AND status = ?"
+    only = Sql(None, "SELECT pg_notify('herald_jobs', '')")
+    with pytest.raises(TypeError, match="PostgreSQL only"):
+        only.for_sqlite()
+    with pytest.raises(ValueError):
+        Sql(None)
