@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.domain.events import matches
 from herald.domain.ids import new_id
 from herald.store import integrations as integration_repo
-from herald.store import jobs as job_repo
 from herald.store.raw import Driver, Sql
 from herald.store.tables import events, jobs
 
@@ -25,18 +24,25 @@ class PublishedEvent:
     payload: str | None = None
 
 
-_INSERT_EVENTS = Sql(
-    "INSERT INTO events (id, store_id, triggered_by, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-    "INSERT INTO events (id, store_id, triggered_by, payload, created_at)"
-    " SELECT u.*, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS u",
-)
+_INSERT_EVENTS = Sql("INSERT INTO events (id, store_id, triggered_by, payload, created_at) VALUES (?, ?, ?, ?, ?)")
 _INSERT_JOBS = Sql(
     "INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts, run_at,"
-    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
-    "INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts, run_at,"
-    " created_at, updated_at) SELECT id, store_id, integration_id, event_id, triggered_by, 'pending', 0, %s, %s, %s, %s"
-    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
-    " AS u(id, store_id, integration_id, event_id, triggered_by)",
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"
+)
+_PG_EVENTS = (
+    "INSERT INTO events (id, store_id, triggered_by, payload, created_at)"
+    " SELECT u.*, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS u"
+)
+# PostgreSQL: one round trip for the events, their jobs and the NOTIFY to the workers (sent at commit).
+_PG_EVENTS_ONLY = Sql(None, _PG_EVENTS)
+_PG_EVENTS_AND_JOBS = Sql(
+    None,
+    f"WITH e AS ({_PG_EVENTS}),"
+    " j AS (INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts,"
+    " run_at, created_at, updated_at) SELECT id, store_id, integration_id, event_id, triggered_by, 'pending', 0, %s,"
+    " %s, %s, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " AS u(id, store_id, integration_id, event_id, triggered_by))"
+    " SELECT pg_notify('herald_jobs', '')",
 )
 
 
@@ -69,19 +75,17 @@ class Batch:
         return published
 
     async def write(self, conn: AsyncConnection) -> None:
-        """Insert every row (one statement per table on PostgreSQL); NOTIFY the workers (sent at commit)."""
+        """Insert every row; on PostgreSQL in one statement, which also NOTIFYs the workers (sent at commit)."""
         db = Driver(conn)
         now = db.ts(self.now)
         if db.is_sqlite:
             await db.many(_INSERT_EVENTS, [row + (now,) for row in self.events])
             await db.many(_INSERT_JOBS, [row + (self.max_attempts, now, now, now) for row in self.jobs])
-        else:
-            if self.events:
-                await db.run(_INSERT_EVENTS, (now, *map(list, zip(*self.events))))
-            if self.jobs:
-                await db.run(_INSERT_JOBS, (self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
-        if self.jobs:
-            await job_repo.notify_workers(conn)
+        elif self.jobs:
+            events = (now, *map(list, zip(*self.events)))
+            await db.all(_PG_EVENTS_AND_JOBS, (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
+        elif self.events:
+            await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events))))
 
 
 async def publish(
