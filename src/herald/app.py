@@ -20,9 +20,9 @@ from herald.api.jsonapi import APIError, error_response
 from herald.delivery.notify import Notifier
 from herald.domain.ids import new_id
 from herald.settings import Settings
-from herald.store import stores as store_repo
-from herald.store.db import Database
-from herald.store.publisher import Publisher
+from herald.db import stores as store_repo
+from herald.db.database import Database
+from herald.db.publisher import Publisher
 
 log = logging.getLogger("herald")
 

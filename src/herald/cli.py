@@ -45,14 +45,14 @@ def _run_loop(coro: Any) -> Any:
 
 
 def _migrate(settings: Settings) -> None:
-    from herald.store.migrate import upgrade
+    from herald.db.migrate import upgrade
 
     upgrade(settings.database_url)
 
 
 async def _first_store(settings: Settings) -> dict[str, str] | None:
-    from herald.store import stores
-    from herald.store.db import Database
+    from herald.db import stores
+    from herald.db.database import Database
 
     db = Database(settings.database_url)
     try:
@@ -112,7 +112,7 @@ def worker() -> None:
     async def main() -> None:
         from herald.app import settle_heap
         from herald.delivery.worker import Worker
-        from herald.store.db import Database
+        from herald.db.database import Database
 
         db = Database(settings.database_url)
         runner = Worker(settings, db)
@@ -136,13 +136,13 @@ def migrate() -> None:
     """Bring the database schema up to date."""
     settings = Settings()
     _migrate(settings)
-    from herald.store.migrate import current
+    from herald.db.migrate import current
 
     typer.echo(f"database at revision {current(settings.database_url)}")
 
 
 def _run(coro_fn: Any) -> Any:
-    from herald.store.db import Database
+    from herald.db.database import Database
 
     settings = Settings()
 
@@ -162,7 +162,7 @@ def stores_create(
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a store and print its credentials (the secret is shown once)."""
-    from herald.store import stores
+    from herald.db import stores
 
     async def go(db: Any) -> dict[str, str]:
         async with db.write() as conn:
@@ -181,7 +181,7 @@ def stores_create(
 def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List stores (never their secrets)."""
     from herald.domain.ids import rfc3339
-    from herald.store import stores
+    from herald.db import stores
 
     async def go(db: Any) -> list[Any]:
         async with db.read() as conn:
@@ -202,7 +202,7 @@ StoreOpt = Annotated[str, typer.Option("--store", help="The store id (see `heral
 def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List a store's integrations (secrets masked)."""
     from herald.domain.representations import integration_resource
-    from herald.store import integrations
+    from herald.db import integrations
 
     async def go(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
@@ -241,8 +241,8 @@ def logs_tail(
     """Print the most recent delivery logs, oldest first; with --follow, keep going."""
     import sqlalchemy as sa
 
-    from herald.store import logs
-    from herald.store.tables import logs as t
+    from herald.db import logs
+    from herald.db.tables import logs as t
 
     async def go(db: Any) -> None:
         async with db.read() as conn:
@@ -276,7 +276,7 @@ def jobs_retry(
 ) -> None:
     """Grant one more attempt, due now, to a job or to every job of a status."""
     from herald.domain.ids import utcnow
-    from herald.store import jobs
+    from herald.db import jobs
 
     async def go(db: Any) -> int:
         async with db.write() as conn:
@@ -294,7 +294,7 @@ def jobs_retry(
 
 
 def jobs_retryable() -> tuple[str, ...]:
-    from herald.store.jobs import RETRYABLE
+    from herald.db.jobs import RETRYABLE
 
     return RETRYABLE
 

@@ -7,7 +7,7 @@ import sqlite3
 import httpx
 
 from herald.app import create_app
-from herald.store.migrate import upgrade
+from herald.db.migrate import upgrade
 from tests.support.helpers import StoreCreds, make_settings, new_store, webhook_body
 
 

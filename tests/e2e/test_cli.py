@@ -59,6 +59,6 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], check=True)
     wheel = next(tmp_path.glob("herald-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "herald/store/migrations/env.py" in names
-    assert "herald/store/migrations/script.py.mako" in names
-    assert any(n.startswith("herald/store/migrations/versions/0001") for n in names)
+    assert "herald/db/migrations/env.py" in names
+    assert "herald/db/migrations/script.py.mako" in names
+    assert any(n.startswith("herald/db/migrations/versions/0001") for n in names)

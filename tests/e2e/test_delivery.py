@@ -118,8 +118,8 @@ def herald_timeout(request: pytest.FixtureRequest, backend: str) -> Iterator[Ser
 
 async def new_store(database_url: str, name: str) -> dict[str, str]:
     """Create a store straight in the database (what `herald stores create` does, minus 0.7 s of start-up)."""
-    from herald.store import stores
-    from herald.store.db import Database
+    from herald.db import stores
+    from herald.db.database import Database
 
     db = Database(database_url)
     try:

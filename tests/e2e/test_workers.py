@@ -28,8 +28,8 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from herald.store.db import Database
-from herald.store.tables import jobs, logs
+from herald.db.database import Database
+from herald.db.tables import jobs, logs
 from tests.support.server import HERALD, HeraldProcess, Receiver, create_store, free_port, herald_env, poll, start, token
 
 pytestmark = pytest.mark.e2e

@@ -34,7 +34,7 @@ class StoreCreds:
 
 
 async def new_store(app: object, client: httpx.AsyncClient, name: str = "Test store") -> StoreCreds:
-    from herald.store import stores
+    from herald.db import stores
 
     async with app.state.db.write() as conn:  # type: ignore[attr-defined]
         created = await stores.create(conn, name)

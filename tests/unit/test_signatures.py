@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from herald.delivery.transports.base import OutboundMessage
-from herald.domain.payloads import webhook_body, webhook_headers
+from herald.domain.webhook_request import webhook_body, webhook_headers
 from herald.domain.signatures import generate_secret, sign
 
 

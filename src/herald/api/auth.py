@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from herald.api.jsonapi import APIError, JSONResponse
-from herald.store import stores as store_repo
+from herald.db import stores as store_repo
 
 router = APIRouter(tags=["auth"])
 

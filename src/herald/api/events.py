@@ -16,8 +16,8 @@ from herald.api.auth import require_store
 from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, unprocessable
 from herald.domain.events import EVENT_KEYS
 from herald.domain.ids import rfc3339, utcnow
-from herald.store import events as repo
-from herald.store.tables import idempotency_keys
+from herald.db import events as repo
+from herald.db.tables import idempotency_keys
 
 router = APIRouter(prefix="/v2/events", tags=["events"])
 

@@ -31,10 +31,10 @@ from herald.api.jsonapi import (
 from herald.domain.ids import utcnow
 from herald.domain.integrations import ValidationFailed, validate_create, validate_update
 from herald.domain.representations import integration_resource
-from herald.store import events as event_repo
-from herald.store import integrations as repo
-from herald.store import jobs as job_repo
-from herald.store.tables import integrations as t
+from herald.db import events as event_repo
+from herald.db import integrations as repo
+from herald.db import jobs as job_repo
+from herald.db.tables import integrations as t
 
 router = APIRouter(prefix="/v2/integrations", tags=["integrations"])
 

@@ -23,9 +23,9 @@ from herald.api.jsonapi import (
     unprocessable,
 )
 from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
-from herald.store import integrations as integration_repo
-from herald.store import jobs as repo
-from herald.store.tables import jobs as t
+from herald.db import integrations as integration_repo
+from herald.db import jobs as repo
+from herald.db.tables import jobs as t
 
 router = APIRouter(prefix="/v2/integrations", tags=["jobs"])
 

@@ -22,10 +22,10 @@ from herald.api.jsonapi import (
     parse_time,
 )
 from herald.domain.ids import rfc3339
-from herald.store import integrations as integration_repo
-from herald.store import jobs as job_repo
-from herald.store import logs as repo
-from herald.store.tables import logs as t
+from herald.db import integrations as integration_repo
+from herald.db import jobs as job_repo
+from herald.db import logs as repo
+from herald.db.tables import logs as t
 
 router = APIRouter(prefix="/v2/integrations", tags=["logs"])
 

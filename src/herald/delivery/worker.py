@@ -19,11 +19,11 @@ from herald.domain.ids import new_id, utcnow
 from herald.domain.representations import integration_resource
 from herald.domain.retry import next_delay
 from herald.settings import Settings
-from herald.store import events as event_repo
-from herald.store import integrations as integration_repo
-from herald.store import jobs as job_repo
-from herald.store import queue
-from herald.store.db import Database
+from herald.db import events as event_repo
+from herald.db import integrations as integration_repo
+from herald.db import jobs as job_repo
+from herald.db import queue
+from herald.db.database import Database
 
 log = logging.getLogger("herald.worker")
 

@@ -18,7 +18,7 @@ from yarl import URL
 from herald import __version__
 from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
 from herald.delivery.transports.base import BODY_LIMIT, AttemptResult, OutboundMessage, blocked_detail, cut_utf8
-from herald.domain.payloads import webhook_body, webhook_headers
+from herald.domain.webhook_request import webhook_body, webhook_headers
 
 _CLOSED_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 NON_2XX = "Received a status code outside of 2xx range - treating webhook as a fail"

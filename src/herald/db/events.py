@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.events import matches
 from herald.domain.ids import new_id
-from herald.store import integrations as integration_repo
-from herald.store.raw import Driver, Sql
-from herald.store.tables import events, jobs
+from herald.db import integrations as integration_repo
+from herald.db.driver_sql import Driver, Sql
+from herald.db.tables import events, jobs
 
 
 @dataclass(slots=True)

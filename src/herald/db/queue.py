@@ -10,9 +10,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
-from herald.store import counts
-from herald.store.raw import Driver, Sql
-from herald.store.tables import jobs
+from herald.db import counts
+from herald.db.driver_sql import Driver, Sql
+from herald.db.tables import jobs
 
 
 @dataclass(slots=True)

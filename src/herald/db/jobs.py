@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.store.raw import Driver, Sql
-from herald.store.tables import jobs as t
+from herald.db.driver_sql import Driver, Sql
+from herald.db.tables import jobs as t
 
 COLUMNS = (
     t.c.id, t.c.integration_id, t.c.event_id, t.c.triggered_by, t.c.status, t.c.attempts, t.c.run_at,

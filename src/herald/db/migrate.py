@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool, text
 
-from herald.store.db import sync_url
+from herald.db.database import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 0x6865_7261_6C64  # "herald"

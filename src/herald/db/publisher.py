@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from herald.delivery.notify import Notifier
 from herald.domain.ids import utcnow
-from herald.store import events as event_repo
-from herald.store.db import Database
+from herald.db import events as event_repo
+from herald.db.database import Database
 
 MAX_GROUP = 500  # requests written per transaction at most
 

@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.store.raw import Driver, Sql
-from herald.store.tables import log_counts as t
+from herald.db.driver_sql import Driver, Sql
+from herald.db.tables import log_counts as t
 
 
 _ADD = Sql(

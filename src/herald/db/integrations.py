@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
 from herald.domain.signatures import generate_secret
-from herald.store.raw import Driver, Sql
-from herald.store.tables import integrations as t
+from herald.db.driver_sql import Driver, Sql
+from herald.db.tables import integrations as t
 
 COLUMNS = (
     t.c.id, t.c.store_id, t.c.name, t.c.description, t.c.enabled, t.c.integration_type, t.c.observes,

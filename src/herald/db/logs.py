@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.store import counts
-from herald.store.tables import logs as t
+from herald.db import counts
+from herald.db.tables import logs as t
 
 COLUMNS = (
     t.c.id, t.c.integration_id, t.c.job_id, t.c.succeeded, t.c.attempt, t.c.processing_time, t.c.body,

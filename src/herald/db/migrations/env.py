@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from herald.store.db import sync_url
-from herald.store.tables import metadata
+from herald.db.database import sync_url
+from herald.db.tables import metadata
 
 config = context.config
 

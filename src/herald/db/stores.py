@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id, utcnow
-from herald.store.tables import meta, stores
+from herald.db.tables import meta, stores
 
 
 @dataclass(slots=True)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from herald.store.raw import Sql, sqlite_ts
-from herald.store.tables import UTCDateTime
+from herald.db.driver_sql import Sql, sqlite_ts
+from herald.db.tables import UTCDateTime
 
 MOMENTS = [
     datetime(2026, 11, 26, 17, 5, 3, 123456, tzinfo=timezone.utc),
