@@ -16,12 +16,12 @@ from starlette.routing import Match
 
 from herald import __version__
 from herald.api import auth, events, health, integrations, jobs, logs
-from herald.api.jsonapi import APIError, error_response
-from herald.delivery.notify import Notifier
+from herald.api.jsonapi import SCHEMAS, APIError, error_response
 from herald.domain.ids import new_id
 from herald.settings import Settings
 from herald.db import stores as store_repo
 from herald.db.database import Database
+from herald.db.operator_events import OperatorEvents
 from herald.db.publisher import Publisher
 
 log = logging.getLogger("herald")
@@ -61,13 +61,13 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         db = Database(settings.database_url)
         app.state.db = db
         app.state.token_key = await _token_key(db, settings)
-        app.state.notifier = Notifier()
-        app.state.publisher = Publisher(db, app.state.notifier, settings.max_attempts)
+        app.state.publisher = Publisher(db, settings.max_attempts)
+        app.state.operator_events = OperatorEvents(settings.public_url, settings.max_attempts)
         runner = None
         if worker:
             from herald.delivery.worker import Worker
 
-            runner = Worker(settings, db, app.state.notifier)
+            runner = Worker(settings, db)
             await runner.start()
         settle_heap()
         try:
@@ -95,7 +95,19 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         app.include_router(module.router)
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request bodies that routes parse themselves (`jsonapi.request_body`)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def _allowed_methods(request: Request) -> set[str]:

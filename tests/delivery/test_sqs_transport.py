@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from herald.delivery.transports.base import OutboundMessage
+from herald.delivery.transports.base import OutboundMessage, attempt
 from herald.delivery.transports.sqs import SqsTransport
 
 try:
@@ -117,8 +117,8 @@ async def test_delivers_the_cloudevent_and_records_the_message_id(
     queue_url = sqs.create_queue(QueueName=f"herald-{uuid.uuid4().hex[:12]}")["QueueUrl"]
     message = _message(_config(sqs_endpoint, queue_url))
 
-    first = await transport.deliver(message)
-    second = await transport.deliver(message)  # a retry: same CloudEvent id, same cached client
+    first = await attempt(transport, message)
+    second = await attempt(transport, message)  # a retry: same CloudEvent id, same cached client
 
     assert first.succeeded and second.succeeded, (first, second)
     assert first.status_code == 200
@@ -151,7 +151,7 @@ async def test_fifo_queue_gets_group_and_deduplication_ids(
         QueueName=f"herald-{uuid.uuid4().hex[:12]}.fifo", Attributes={"FifoQueue": "true"}
     )["QueueUrl"]
 
-    result = await transport.deliver(_message(_config(sqs_endpoint, queue_url)))
+    result = await attempt(transport, _message(_config(sqs_endpoint, queue_url)))
 
     assert result.succeeded, result
     assert sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]
@@ -162,7 +162,7 @@ async def test_nonexistent_queue_fails_with_a_clear_error(
 ) -> None:
     url = f"{sqs_endpoint}/123456789012/herald-no-such-queue-{uuid.uuid4().hex[:8]}"
 
-    result = await transport.deliver(_message(_config(sqs_endpoint, url)))
+    result = await attempt(transport, _message(_config(sqs_endpoint, url)))
 
     assert not result.succeeded
     assert result.status_code == 400
@@ -173,7 +173,7 @@ async def test_nonexistent_queue_fails_with_a_clear_error(
 async def test_refused_connection_fails_without_a_status(transport: SqsTransport) -> None:
     endpoint = f"http://127.0.0.1:{_free_port()}"
 
-    result = await transport.deliver(_message(_config(endpoint, f"{endpoint}/123456789012/q")))
+    result = await attempt(transport, _message(_config(endpoint, f"{endpoint}/123456789012/q")))
 
     assert not result.succeeded
     assert result.status_code is None
@@ -190,7 +190,7 @@ async def test_silent_server_times_out_within_the_deadline() -> None:
     endpoint = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     transport = SqsTransport(timeout=0.5, allow_private=True)
     try:
-        result = await transport.deliver(_message(_config(endpoint, f"{endpoint}/123456789012/q")))
+        result = await attempt(transport, _message(_config(endpoint, f"{endpoint}/123456789012/q")))
     finally:
         await transport.close()
         server.close()
@@ -208,7 +208,7 @@ async def test_rejected_credentials_fail_with_a_clear_error(transport: SqsTransp
     # moto checks signatures against its IAM once this many unauthenticated calls are used up.
     process, endpoint = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
-        result = await transport.deliver(
+        result = await attempt(transport, 
             _message(_config(endpoint, f"{endpoint}/123456789012/herald-any"))
         )
     finally:
@@ -224,7 +224,7 @@ async def test_private_endpoints_are_blocked_by_default(sqs_endpoint: str, host:
     endpoint = sqs_endpoint.replace("127.0.0.1", host)
     transport = SqsTransport(timeout=5)
     try:
-        result = await transport.deliver(_message(_config(endpoint, f"{endpoint}/123456789012/q")))
+        result = await attempt(transport, _message(_config(endpoint, f"{endpoint}/123456789012/q")))
     finally:
         await transport.close()
 

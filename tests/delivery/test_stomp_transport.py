@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from herald.delivery.transports.base import OutboundMessage
+from herald.delivery.transports.base import OutboundMessage, attempt
 from herald.delivery.transports.stomp import StompTransport
 from herald.domain.cloudevents import CONTENT_TYPE
 
@@ -150,8 +150,8 @@ async def test_delivers_the_cloudevent_once_the_receipt_came(
 ) -> None:
     message, other = _message([BROKER_URL]), _message([BROKER_URL])
 
-    result = await transport.deliver(message)
-    again = await transport.deliver(other)
+    result = await attempt(transport, message)
+    again = await attempt(transport, other)
 
     assert result.succeeded, result
     assert result.status_code is None
@@ -177,7 +177,7 @@ async def test_delivers_the_cloudevent_once_the_receipt_came(
 
 
 async def test_wrong_password_is_a_refused_login(broker: None, transport: StompTransport) -> None:
-    result = await transport.deliver(_message([BROKER_URL], password="not-the-password"))
+    result = await attempt(transport, _message([BROKER_URL], password="not-the-password"))
 
     assert not result.succeeded
     assert result.status_code is None
@@ -188,7 +188,7 @@ async def test_wrong_password_is_a_refused_login(broker: None, transport: StompT
 async def test_refused_port_fails_clearly(transport: StompTransport) -> None:
     url = f"stomp://127.0.0.1:{_free_port()}"
 
-    result = await transport.deliver(_message([url]))
+    result = await attempt(transport, _message([url]))
 
     assert not result.succeeded
     assert result.error_detail == f"The STOMP broker at {url} refused the connection."
@@ -199,7 +199,7 @@ async def test_first_address_down_second_up_succeeds(
 ) -> None:
     message = _message([f"stomp://127.0.0.1:{_free_port()}", BROKER_URL])
 
-    result = await transport.deliver(message)
+    result = await attempt(transport, message)
 
     assert result.succeeded, result
     consumed = await asyncio.to_thread(_consume, message.job_id)
@@ -211,7 +211,7 @@ async def test_silent_first_address_leaves_time_for_the_second(broker: None) -> 
     try:
         async with _tcp_server(_silent) as silent:
             message = _message([silent, BROKER_URL])
-            result = await transport.deliver(message)
+            result = await attempt(transport, message)
     finally:
         await transport.close()
 
@@ -221,7 +221,7 @@ async def test_silent_first_address_leaves_time_for_the_second(broker: None) -> 
 
 
 async def test_rejected_destination_is_reported(broker: None, transport: StompTransport) -> None:
-    result = await transport.deliver(_message([BROKER_URL], destination="/nowhere/herald"))
+    result = await attempt(transport, _message([BROKER_URL], destination="/nowhere/herald"))
 
     assert not result.succeeded
     assert "sent ERROR" in result.error_detail
@@ -230,7 +230,7 @@ async def test_rejected_destination_is_reported(broker: None, transport: StompTr
 
 async def test_broken_connection_is_replaced(broker: None, transport: StompTransport) -> None:
     before, after = _message([BROKER_URL]), _message([BROKER_URL])
-    assert (await transport.deliver(before)).succeeded
+    assert (await attempt(transport, before)).succeeded
     [first] = transport._connections.values()
     first._writer.transport.abort()  # the TCP connection dies under the cached client
     for _ in range(100):
@@ -238,7 +238,7 @@ async def test_broken_connection_is_replaced(broker: None, transport: StompTrans
             break
         await asyncio.sleep(0.01)
 
-    result = await transport.deliver(after)
+    result = await attempt(transport, after)
 
     assert result.succeeded, result
     [second] = transport._connections.values()
@@ -263,7 +263,7 @@ async def test_no_receipt_means_no_success() -> None:
     transport = StompTransport(timeout=0.5, allow_private=True)
     try:
         async with _tcp_server(connected_then_mute) as url:
-            result = await transport.deliver(_message([url]))
+            result = await attempt(transport, _message([url]))
     finally:
         await transport.close()
 
@@ -278,7 +278,7 @@ async def test_silent_server_times_out() -> None:
     transport = StompTransport(timeout=0.5, allow_private=True)
     try:
         async with _tcp_server(_silent) as url:
-            result = await transport.deliver(_message([url]))
+            result = await attempt(transport, _message([url]))
     finally:
         await transport.close()
 
@@ -293,7 +293,7 @@ async def test_silent_server_times_out() -> None:
 async def test_private_addresses_are_blocked_by_default(host: str) -> None:
     transport = StompTransport(timeout=2)
     try:
-        result = await transport.deliver(_message([f"stomp://{host}:61613"]))
+        result = await attempt(transport, _message([f"stomp://{host}:61613"]))
     finally:
         await transport.close()
 
@@ -304,7 +304,7 @@ async def test_private_addresses_are_blocked_by_default(host: str) -> None:
 
 
 async def test_invalid_address_is_reported(transport: StompTransport) -> None:
-    result = await transport.deliver(_message(["http://127.0.0.1:61613"]))
+    result = await attempt(transport, _message(["http://127.0.0.1:61613"]))
 
     assert not result.succeeded
     assert "is not a stomp:// or stomp+ssl:// host:port address" in result.error_detail

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 
 from herald import __version__
 from herald.delivery.guard import is_blocked_address
-from herald.delivery.transports.base import OutboundMessage
+from herald.delivery.transports.base import OutboundMessage, attempt
 from herald.delivery.transports.webhook import NON_2XX, WebhookTransport, parse_retry_after
 from herald.domain.signatures import generate_secret
 
@@ -84,7 +84,7 @@ async def test_2xx_is_success_with_signed_spec_request(
         return web.Response(status=200, text="ok")
 
     message = make_message(await receiver(handler))
-    result = await transport.deliver(message)
+    result = await attempt(transport, message)
 
     assert (result.succeeded, result.status_code, result.body, result.error_detail) == (True, 200, "ok", "")
     assert 0 < result.processing_time < 5
@@ -106,7 +106,7 @@ async def test_404_logs_the_seed_error_and_body(receiver: StartReceiver, transpo
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=404, text="Not found")
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code, result.body) == (False, 404, "Not found")
     assert result.error_detail == "Received a status code outside of 2xx range - treating webhook as a fail"
     assert result.gone is False
@@ -116,7 +116,7 @@ async def test_500_is_a_failure(receiver: StartReceiver, transport: WebhookTrans
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=500, text="boom")
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code, result.body, result.error_detail) == (False, 500, "boom", NON_2XX)
 
 
@@ -129,7 +129,7 @@ async def test_slow_receiver_times_out_at_one_deadline(receiver: StartReceiver) 
     transport = WebhookTransport(timeout=0.5, allow_private=True)
     try:
         started = time.perf_counter()
-        result = await transport.deliver(make_message(url))
+        result = await attempt(transport, make_message(url))
         elapsed = time.perf_counter() - started
     finally:
         await transport.close()
@@ -150,7 +150,7 @@ async def test_redirect_is_not_followed(receiver: StartReceiver, transport: Webh
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": target_url})
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code) == (False, 302)
     assert "not followed" in result.error_detail and target_url in result.error_detail
     assert result.error_detail != NON_2XX
@@ -161,7 +161,7 @@ async def test_429_retry_after_seconds(receiver: StartReceiver, transport: Webho
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=429, headers={"Retry-After": "7"}, text="slow down")
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code, result.retry_after) == (False, 429, 7.0)
     assert result.error_detail == NON_2XX
 
@@ -171,7 +171,7 @@ async def test_503_retry_after_http_date(receiver: StartReceiver, transport: Web
         when = format_datetime(datetime.fromtimestamp(time.time() + 120, timezone.utc), usegmt=True)
         return web.Response(status=503, headers={"Retry-After": when})
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert result.status_code == 503
     assert result.retry_after is not None and 110 <= result.retry_after <= 120
 
@@ -188,7 +188,7 @@ async def test_410_marks_the_integration_gone(receiver: StartReceiver, transport
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=410, text="gone")
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code, result.gone, result.error_detail) == (False, 410, True, NON_2XX)
 
 
@@ -198,7 +198,7 @@ async def test_huge_body_is_cut_to_4096_bytes_and_still_succeeds(
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=200, body=b"x" * 1_000_000)
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert (result.succeeded, result.status_code, result.error_detail) == (True, 200, "")
     assert result.body == "x" * 4096
 
@@ -209,7 +209,7 @@ async def test_multibyte_body_is_cut_at_a_character_boundary(
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=400, text="€" * 2000)  # 3 bytes each: 4096 falls mid-character
 
-    result = await transport.deliver(make_message(await receiver(handler)))
+    result = await attempt(transport, make_message(await receiver(handler)))
     assert result.body == "€" * 1365  # 4095 bytes, no replacement character
     assert len(result.body.encode()) == 4095
 
@@ -218,7 +218,7 @@ async def test_connection_refused(transport: WebhookTransport) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = await transport.deliver(make_message(f"http://127.0.0.1:{port}/hook"))
+    result = await attempt(transport, make_message(f"http://127.0.0.1:{port}/hook"))
     assert (result.succeeded, result.status_code, result.body) == (False, None, "")
     assert "refused" in result.error_detail
 
@@ -226,7 +226,7 @@ async def test_connection_refused(transport: WebhookTransport) -> None:
 async def test_dns_failure() -> None:
     transport = WebhookTransport(timeout=5.0)
     try:
-        result = await transport.deliver(make_message("http://no-such-receiver.invalid/hook"))
+        result = await attempt(transport, make_message("http://no-such-receiver.invalid/hook"))
     finally:
         await transport.close()
     assert (result.succeeded, result.status_code) == (False, None)
@@ -241,7 +241,7 @@ async def test_receiver_closing_the_connection(transport: WebhookTransport) -> N
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        result = await transport.deliver(make_message(f"http://127.0.0.1:{port}/hook"))
+        result = await attempt(transport, make_message(f"http://127.0.0.1:{port}/hook"))
     finally:
         server.close()
         await server.wait_closed()
@@ -260,7 +260,7 @@ async def test_private_address_is_blocked_by_default(receiver: StartReceiver, ho
     url = (await receiver(handler)).replace("127.0.0.1", host)
     transport = WebhookTransport(timeout=5.0)
     try:
-        result = await transport.deliver(make_message(url))
+        result = await attempt(transport, make_message(url))
     finally:
         await transport.close()
     assert (result.succeeded, result.status_code) == (False, None)
@@ -287,7 +287,7 @@ async def test_tls_failure(receiver: StartReceiver, transport: WebhookTransport)
         return web.Response(text="plain http")
 
     url = (await receiver(handler)).replace("http://", "https://")
-    result = await transport.deliver(make_message(url))
+    result = await attempt(transport, make_message(url))
     assert (result.succeeded, result.status_code) == (False, None)
     assert result.error_detail.startswith("The TLS handshake")
 
@@ -314,10 +314,10 @@ async def test_slow_host_does_not_delay_another_host(receiver: StartReceiver) ->
     slow_url, fast_url = await receiver(slow), await receiver(fast)
     transport = WebhookTransport(timeout=10.0, allow_private=True, per_host_limit=2, total_limit=10)
     try:
-        stuck = [asyncio.create_task(transport.deliver(make_message(slow_url))) for _ in range(6)]
+        stuck = [asyncio.create_task(attempt(transport, make_message(slow_url))) for _ in range(6)]
         await asyncio.wait_for(saturated.wait(), 5)
         started = time.perf_counter()
-        result = await asyncio.wait_for(transport.deliver(make_message(fast_url)), 2)
+        result = await asyncio.wait_for(attempt(transport, make_message(fast_url)), 2)
         assert result.succeeded and result.body == "fast"
         assert time.perf_counter() - started < 1
         assert not any(task.done() for task in stuck)

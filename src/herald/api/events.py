@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
-from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, unprocessable
+from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, request_body, unprocessable
 from herald.domain.events import EVENT_KEYS
 from herald.domain.ids import rfc3339, utcnow
 from herald.db import events as repo
@@ -102,7 +102,7 @@ async def _replay(conn: Any, store_id: str, key: str, digest: str, ttl: int) -> 
     status_code=202,
     summary="Publish an event or a batch of events",
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": EventEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")}}},
+        **request_body(EventEnvelope),
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                         "description": "The same key within 24 h answers the first response again"}],
     },
@@ -142,8 +142,6 @@ async def publish(request: Request) -> JSONResponse:
             continue  # a concurrent request with the same key won: answer its response
     else:
         raise APIError(409, "Conflict", "A concurrent request with this Idempotency-Key is still being processed")
-    if any(e.job_ids for e in published):
-        request.app.state.notifier.wake()
     return JSONResponse(answer, status_code=202)
 
 

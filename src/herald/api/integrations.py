@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-import orjson
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, create_model
 from starlette.responses import Response
-from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
@@ -26,15 +24,16 @@ from herald.api.jsonapi import (
     page_params,
     parse_bool,
     parse_str,
+    request_body,
     unprocessable,
 )
 from herald.domain.ids import utcnow
+from herald.db import integrations as repo
+from herald.db.operator_events import OperatorEvents
+from herald.db.tables import integrations as t
+from herald.domain.destinations import DESTINATIONS, Destination
 from herald.domain.integrations import ValidationFailed, validate_create, validate_update
 from herald.domain.representations import integration_resource
-from herald.db import events as event_repo
-from herald.db import integrations as repo
-from herald.db import jobs as job_repo
-from herald.db.tables import integrations as t
 
 router = APIRouter(prefix="/v2/integrations", tags=["integrations"])
 
@@ -46,56 +45,60 @@ FILTERS = {
 SECRET_GRACE = timedelta(hours=24)
 
 
-class IntegrationBody(BaseModel):
+class _IntegrationFields(BaseModel):
     type: Literal["integration"]
     name: str | None = Field(None, description="Required on create")
     description: str | None = Field(None, description="Defaults to an empty string")
     enabled: bool | None = Field(None, description="Defaults to false")
-    integration_type: Literal["webhook", "aws_sqs", "stomp"] | None = Field(None, description="Defaults to webhook")
     observes: list[str] | None = Field(
         None, description="Event keys such as order.paid; `order.*` and `*` wildcards. Required on create"
     )
-    configuration: dict[str, Any] | None = Field(
-        None,
-        description="webhook: url, secret_key?; aws_sqs: url, aws_access_key_id, aws_secret_access_key, region, "
-        "endpoint_url?; stomp: addresses, destination, username, password. Secrets are answered masked; "
-        "sending a masked value back keeps the stored secret; null removes an optional key.",
+
+
+def _typed_body(kind: Destination) -> type[BaseModel]:
+    """The body of one integration type: its own `configuration` model, shown by /docs."""
+    title = "".join(part.title() for part in kind.name.split("_"))
+    return create_model(
+        f"{title}Integration",
+        __base__=_IntegrationFields,
+        __doc__=kind.summary,
+        integration_type=(Literal[kind.name], Field(description="Defaults to webhook on create")),  # type: ignore[valid-type]
+        configuration=(
+            kind.model | None,
+            Field(
+                None,
+                description="Required on create. Secrets are answered masked; sending a masked value back keeps the "
+                "stored secret; null removes an optional key. On update, the fields sent are merged into the stored "
+                "configuration unless integration_type changes.",
+            ),
+        ),
     )
+
+
+IntegrationBody = Annotated[
+    Union[tuple(_typed_body(kind) for kind in DESTINATIONS.values())],  # type: ignore[misc]  # noqa: UP007
+    Field(discriminator="integration_type"),
+]
 
 
 class IntegrationEnvelope(BaseModel):
     data: IntegrationBody
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
-
-
 def serialize(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     return integration_resource(row, base_url(request))
 
 
-async def raise_event(request: Request, conn: AsyncConnection, store_id: str, key: str, payload: dict[str, Any]) -> None:
-    """Herald's own integration.* events, in the same transaction as the change."""
-    settings = request.app.state.settings
-    published = await event_repo.publish(
-        conn, store_id, [(key, orjson.dumps(payload).decode())], now=utcnow(), max_attempts=settings.max_attempts
-    )
-    if any(e.job_ids for e in published):
-        request.state.wake_workers = True
-
-
-def wake_workers(request: Request) -> None:
-    """After commit: tell the in-process worker that new jobs may be due (PostgreSQL also gets NOTIFY)."""
-    if getattr(request.state, "wake_workers", False):
-        request.app.state.notifier.wake()
+def _events(request: Request) -> OperatorEvents:
+    events: OperatorEvents = request.app.state.operator_events
+    return events
 
 
 def _validation(exc: ValidationFailed) -> APIError:
     return unprocessable(exc.detail if not exc.source else f"{exc.source.split('.')[-1]} {exc.detail}", exc.source)
 
 
-@router.post("", status_code=201, summary="Create an integration", openapi_extra=_body_doc(IntegrationEnvelope))
+@router.post("", status_code=201, summary="Create an integration", openapi_extra=request_body(IntegrationEnvelope))
 async def create_integration(request: Request) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)
@@ -103,13 +106,9 @@ async def create_integration(request: Request) -> JSONResponse:
         values = validate_create(body)
     except ValidationFailed as exc:
         raise _validation(exc) from None
-    now = utcnow()
     async with request.app.state.db.write() as conn:
-        row = await repo.create(conn, store_id, values, now)
-        data = serialize(request, row)
-        await raise_event(request, conn, store_id, "integration.created", {"data": data})
-    wake_workers(request)
-    return JSONResponse({"data": data}, status_code=201)
+        row = await repo.create(conn, store_id, values, utcnow(), _events(request))
+    return JSONResponse({"data": serialize(request, row)}, status_code=201)
 
 
 @router.get("", summary="List integrations")
@@ -135,7 +134,7 @@ async def get_integration(request: Request, integration_id: str) -> JSONResponse
     return JSONResponse({"data": serialize(request, row)})
 
 
-@router.put("/{integration_id}", summary="Update an integration (partial)", openapi_extra=_body_doc(IntegrationEnvelope))
+@router.put("/{integration_id}", summary="Update an integration (partial)", openapi_extra=request_body(IntegrationEnvelope))
 async def update_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)
@@ -148,26 +147,16 @@ async def update_integration(request: Request, integration_id: str) -> JSONRespo
             values = validate_update(body, stored)
         except ValidationFailed as exc:
             raise _validation(exc) from None
-        await repo.update(conn, store_id, integration_id, values, now)
-        if values.get("enabled") is False and stored["enabled"]:
-            await job_repo.cancel_pending(conn, integration_id, now)
-        row = {**stored, **values, "updated_at": now}
-        data = serialize(request, row)
-        await raise_event(request, conn, store_id, "integration.updated", {"data": data})
-    wake_workers(request)
-    return JSONResponse({"data": data})
+        row = await repo.change(conn, stored, values, now, _events(request))
+    return JSONResponse({"data": serialize(request, row)})
 
 
 @router.delete("/{integration_id}", status_code=204, summary="Delete an integration")
 async def delete_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
-    now = utcnow()
     async with request.app.state.db.write() as conn:
-        if not await repo.soft_delete(conn, store_id, integration_id, now):
+        if not await repo.delete(conn, store_id, integration_id, utcnow(), _events(request)):
             raise not_found()
-        await job_repo.cancel_pending(conn, integration_id, now)
-        await raise_event(request, conn, store_id, "integration.deleted", {"type": "integration", "id": integration_id})
-    wake_workers(request)
     return Response(status_code=204)
 
 

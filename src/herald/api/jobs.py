@@ -91,7 +91,6 @@ async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONR
             raise APIError(409, "Conflict", f"The job is {row['status']}; only failed, succeeded or cancelled jobs can be retried")
         await repo.retry(conn, store_id, integration_id, job_id, now)
         row = await repo.get(conn, store_id, integration_id, job_id)
-    request.app.state.notifier.wake()
     return JSONResponse({"data": serialize(row)}, status_code=202)  # type: ignore[arg-type]
 
 
@@ -114,6 +113,4 @@ async def retry_jobs(request: Request, integration_id: str) -> JSONResponse:
     async with request.app.state.db.write() as conn:
         await _require_integration(conn, store_id, integration_id)
         count = await repo.retry_many(conn, store_id, integration_id, status, since, utcnow())
-    if count:
-        request.app.state.notifier.wake()
     return JSONResponse({"meta": {"count": count}}, status_code=202)

@@ -67,6 +67,23 @@ def error_response(
     return JSONResponse({"errors": [err]}, status_code=status, headers=headers)
 
 
+# --- OpenAPI ----------------------------------------------------------------------------------------------------
+
+SCHEMAS: dict[str, Any] = {}
+"""Component schemas of the request bodies that routes read themselves (see `request_body`); app.py adds them to
+the OpenAPI document."""
+
+
+def request_body(model: type[Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting `model` as the JSON body of a route that parses its body itself (for its
+    Moltin-shaped errors), with the model and everything it refers to under components/schemas."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    SCHEMAS.update(schema.pop("$defs", {}))
+    SCHEMAS[model.__name__] = schema
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
 def not_found() -> APIError:
     return APIError(404, "Not Found", "The resource could not be found")
 

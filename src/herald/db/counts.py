@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.db.driver_sql import Driver, Sql
 from herald.db.tables import log_counts as t
+
+if TYPE_CHECKING:
+    from herald.db.logs import LogRow
 
 
 _ADD = Sql(
@@ -23,9 +26,9 @@ _ADD = Sql(
 )
 
 
-async def add(db: Driver, logs: Iterable[dict[str, Any]]) -> None:
+async def add(db: Driver, logs: Iterable[LogRow]) -> None:
     """Add new log rows to the totals (inside the transaction that inserts them)."""
-    totals = Counter((log["store_id"], log["integration_id"], bool(log["succeeded"])) for log in logs)
+    totals = Counter((log.store_id, log.integration_id, bool(log.succeeded)) for log in logs)
     # one order everywhere: no deadlocks between workers
     await db.many(_ADD, [(s, i, ok, n) for (s, i, ok), n in sorted(totals.items())])
 

@@ -15,6 +15,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from herald.db.notify import JOBS_DUE, Notifier
+
 
 BUSY_WAIT = 0.05  # seconds a statement may block on another process's lock before we back off
 WRITE_LOCK_WAIT = 30.0  # seconds a write waits for another process's write lock in all
@@ -118,10 +120,14 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 
 
 class Database:
-    """One engine per process. On SQLite, writes from this process queue on one lock (one writer at a time)."""
+    """One engine per process. On SQLite, writes from this process queue on one lock (one writer at a time).
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    `notifier` is this process's wake-up signal for its workers: a committed write that said `jobs_due` sets it.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, notifier: Notifier | None = None) -> None:
         self.url = url
+        self.notifier = notifier or Notifier()
         self.async_url = async_url(url)
         kwargs: dict[str, Any] = {}
         if self.async_url.startswith("postgresql"):
@@ -146,7 +152,8 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on success and rolls back on error."""
+        """A transaction that commits on success and rolls back on error. After a commit that made jobs due
+        (`herald.db.notify.jobs_due`), this process's workers are woken."""
         if self._write_lock is not None:
             async with self._write_lock:
                 async with self.engine.connect() as conn:
@@ -166,12 +173,20 @@ class Database:
                     try:
                         yield conn
                     except BaseException:
+                        conn.info.pop(JOBS_DUE, None)
                         await transaction.rollback()
                         raise
+                    due = conn.info.pop(JOBS_DUE, False)
                     await transaction.commit()
         else:
-            async with self.engine.begin() as conn:
-                yield conn
+            async with self.engine.connect() as conn:
+                async with conn.begin():  # commits when the block ends without an error
+                    try:
+                        yield conn
+                    finally:
+                        due = conn.info.pop(JOBS_DUE, False)
+        if due:
+            self.notifier.wake()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

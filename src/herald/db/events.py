@@ -12,6 +12,7 @@ from herald.domain.events import matches
 from herald.domain.ids import new_id
 from herald.db import integrations as integration_repo
 from herald.db.driver_sql import Driver, Sql
+from herald.db.notify import NOTIFY_SQL, jobs_due
 from herald.db.tables import events, jobs
 
 
@@ -42,7 +43,7 @@ _PG_EVENTS_AND_JOBS = Sql(
     " run_at, created_at, updated_at) SELECT id, store_id, integration_id, event_id, triggered_by, 'pending', 0, %s,"
     " %s, %s, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
     " AS u(id, store_id, integration_id, event_id, triggered_by))"
-    " SELECT pg_notify('herald_jobs', '')",
+    f" {NOTIFY_SQL}",
 )
 
 
@@ -81,9 +82,12 @@ class Batch:
         if db.is_sqlite:
             await db.many(_INSERT_EVENTS, [row + (now,) for row in self.events])
             await db.many(_INSERT_JOBS, [row + (self.max_attempts, now, now, now) for row in self.jobs])
+            if self.jobs:
+                await jobs_due(conn)
         elif self.jobs:
             events = (now, *map(list, zip(*self.events)))
             await db.all(_PG_EVENTS_AND_JOBS, (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
+            await jobs_due(conn, notified=True)
         elif self.events:
             await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events))))
 

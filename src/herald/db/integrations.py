@@ -1,9 +1,13 @@
-"""The integrations repository."""
+"""The integrations repository, and the one path every change of an integration takes.
+
+`create`, `change`, `delete` and `disable` keep the side effects of a change together, whoever asks for it (the
+API, a worker after 410 Gone or a long run of failures): pending jobs of a disabled or deleted integration are
+cancelled, and the matching integration.* event is raised, all in the caller's transaction."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -11,6 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.ids import new_id
 from herald.domain.signatures import generate_secret
+
+if TYPE_CHECKING:  # operator_events publishes through db.events, which reads this module's observers
+    from herald.db.operator_events import OperatorEvents
+from herald.db import jobs as job_repo
 from herald.db.driver_sql import Driver, Sql
 from herald.db.tables import integrations as t
 
@@ -24,7 +32,10 @@ def _live(store_id: str) -> sa.ColumnElement[bool]:
     return sa.and_(t.c.store_id == store_id, t.c.deleted_at.is_(None))
 
 
-async def create(conn: AsyncConnection, store_id: str, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+async def create(
+    conn: AsyncConnection, store_id: str, values: dict[str, Any], now: datetime, events: OperatorEvents
+) -> dict[str, Any]:
+    """A new integration (integration.created is raised)."""
     row = {
         "id": new_id(),
         "store_id": store_id,
@@ -34,7 +45,9 @@ async def create(conn: AsyncConnection, store_id: str, values: dict[str, Any], n
         **values,
     }
     await conn.execute(t.insert().values(**row))
-    return {c.name: row[c.name] for c in COLUMNS}
+    created = {c.name: row[c.name] for c in COLUMNS}
+    await events.integration_created(conn, created)
+    return created
 
 
 async def get(conn: AsyncConnection, store_id: str, integration_id: str) -> dict[str, Any] | None:
@@ -58,17 +71,43 @@ async def page(
     return [dict(r) for r in rows], total
 
 
-async def update(
-    conn: AsyncConnection, store_id: str, integration_id: str, values: dict[str, Any], now: datetime
-) -> None:
-    await conn.execute(t.update().where(_live(store_id), t.c.id == integration_id).values(**values, updated_at=now))
+async def change(
+    conn: AsyncConnection, stored: dict[str, Any], values: dict[str, Any], now: datetime, events: OperatorEvents
+) -> dict[str, Any]:
+    """Apply `values` to the integration `stored` (as `get` read it); a disable cancels its pending jobs.
+    Raises integration.updated; returns the integration as it now is."""
+    await conn.execute(
+        t.update().where(_live(stored["store_id"]), t.c.id == stored["id"]).values(**values, updated_at=now)
+    )
+    if values.get("enabled") is False and stored["enabled"]:
+        await job_repo.cancel_pending(conn, stored["id"], now)
+    row = {**stored, **values, "updated_at": now}
+    await events.integration_updated(conn, row)
+    return row
 
 
-async def soft_delete(conn: AsyncConnection, store_id: str, integration_id: str, now: datetime) -> bool:
+async def disable(
+    conn: AsyncConnection, store_id: str, integration_id: str, now: datetime, events: OperatorEvents
+) -> dict[str, Any] | None:
+    """Disable an enabled integration (410 Gone, failing for too long); None when it is gone or already off."""
+    stored = await get(conn, store_id, integration_id)
+    if stored is None or not stored["enabled"]:
+        return None
+    return await change(conn, stored, {"enabled": False}, now, events)
+
+
+async def delete(
+    conn: AsyncConnection, store_id: str, integration_id: str, now: datetime, events: OperatorEvents
+) -> bool:
+    """Soft-delete (the logs keep pointing at it), cancel its pending jobs, raise integration.deleted."""
     result = await conn.execute(
         t.update().where(_live(store_id), t.c.id == integration_id).values(deleted_at=now, enabled=False, updated_at=now)
     )
-    return result.rowcount > 0
+    if not result.rowcount:
+        return False
+    await job_repo.cancel_pending(conn, integration_id, now)
+    await events.integration_deleted(conn, store_id, integration_id)
+    return True
 
 
 async def signing_secrets(conn: AsyncConnection, store_id: str, integration_id: str) -> dict[str, Any] | None:

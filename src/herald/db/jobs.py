@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.db.driver_sql import Driver, Sql
+from herald.db.notify import jobs_due
 from herald.db.tables import jobs as t
 
 COLUMNS = (
@@ -52,15 +52,6 @@ async def cancel_pending(conn: AsyncConnection, integration_id: str, now: dateti
     return result.rowcount
 
 
-async def notify_workers(conn: AsyncConnection) -> None:
-    """On PostgreSQL, wake every listening worker once this transaction commits (in-process workers use Notifier)."""
-    if conn.dialect.name == "postgresql":
-        await Driver(conn).run(_NOTIFY)
-
-
-_NOTIFY = Sql(None, "SELECT pg_notify('herald_jobs', '')")
-
-
 async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_id: str, now: datetime) -> bool:
     """Grant one more attempt, due now; False when the job is missing or cannot be retried in its status."""
     result = await conn.execute(
@@ -74,7 +65,7 @@ async def retry(conn: AsyncConnection, store_id: str, integration_id: str, job_i
         .values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
     )
     if result.rowcount:
-        await notify_workers(conn)
+        await jobs_due(conn)
     return bool(result.rowcount)
 
 
@@ -88,5 +79,5 @@ async def retry_many(
         t.update().where(*cond).values(status="pending", max_attempts=t.c.attempts + 1, run_at=now, updated_at=now)
     )
     if result.rowcount:
-        await notify_workers(conn)
+        await jobs_due(conn)
     return result.rowcount

@@ -1,7 +1,13 @@
-"""Logs as the API sees them: one row per delivery attempt, newest first."""
+"""Logs: one row per delivery attempt. `LogRow` spells the columns once; the API reads them newest first."""
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,6 +15,39 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.db import counts
 from herald.db.tables import logs as t
+
+@dataclass(slots=True)
+class LogRow:
+    """One attempt as it is stored. The field order is the column order of every statement that writes logs."""
+
+    id: str
+    store_id: str
+    integration_id: str
+    job_id: str
+    succeeded: bool
+    attempt: int
+    processing_time: float
+    body: str
+    status_code: int | None
+    error_detail: str
+    created_at: datetime
+
+
+_PG_TYPES = {str: "text", bool: "bool", int: "int", float: "float8", datetime: "timestamptz"}
+
+
+def _pg_type(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _PG_TYPES[args[0] if args else hint]
+
+
+_HINTS = typing.get_type_hints(LogRow)
+LOG_COLUMNS: tuple[tuple[str, str], ...] = tuple((f.name, _pg_type(_HINTS[f.name])) for f in dataclasses.fields(LogRow))
+"""(name, PostgreSQL type) of every logs column, in `LogRow`'s order."""
+LOG_COLUMN_NAMES = tuple(name for name, _ in LOG_COLUMNS)
+TIMESTAMP_COLUMNS = frozenset(name for name, kind in LOG_COLUMNS if kind == "timestamptz")
+log_values: Callable[[LogRow], tuple[Any, ...]] = operator.attrgetter(*LOG_COLUMN_NAMES)
+"""A log's values in column order (dataclasses.astuple deep-copies, far slower on the recording path)."""
 
 COLUMNS = (
     t.c.id, t.c.integration_id, t.c.job_id, t.c.succeeded, t.c.attempt, t.c.processing_time, t.c.body,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from herald.delivery.notify import Notifier
 from herald.domain.ids import utcnow
 from herald.db import events as event_repo
 from herald.db.database import Database
@@ -30,9 +29,8 @@ class _Request:
 
 
 class Publisher:
-    def __init__(self, db: Database, notifier: Notifier, max_attempts: int) -> None:
+    def __init__(self, db: Database, max_attempts: int) -> None:
         self.db = db
-        self.notifier = notifier
         self.max_attempts = max_attempts
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -70,8 +68,6 @@ class Publisher:
         for request, published in zip(group, results, strict=True):
             if not request.done.done():
                 request.done.set_result(published)
-        if any(e.job_ids for published in results for e in published):
-            self.notifier.wake()
 
     async def close(self) -> None:
         if self._task is not None:

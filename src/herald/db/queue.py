@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,10 +10,31 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.domain.ids import new_id
 from herald.db import counts
 from herald.db.driver_sql import Driver, Sql
+from herald.db.logs import LOG_COLUMN_NAMES, LOG_COLUMNS, TIMESTAMP_COLUMNS, LogRow, log_values
 from herald.db.tables import jobs
+from herald.domain.ids import new_id
+from herald.domain.signatures import active_secrets
+
+
+@dataclass(slots=True)
+class IntegrationSnapshot:
+    """The integration of a claimed job, as it was when the job was claimed. Field order = `_INTEGRATION_COLUMNS`."""
+
+    id: str
+    name: str
+    description: str
+    integration_type: str
+    configuration: dict[str, Any]  # unmasked
+    signing_secret: str
+    previous_signing_secret: str | None
+    previous_secret_expires_at: datetime | None
+    deleted_at: datetime | None
+    enabled: bool
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        return active_secrets(self.signing_secret, self.previous_signing_secret, self.previous_secret_expires_at, now)
 
 
 @dataclass(slots=True)
@@ -27,7 +49,7 @@ class ClaimedJob:
     lease_token: str
     payload: str  # the event's JSON text, as stored
     event_created_at: datetime
-    integration: dict[str, Any]  # name, description, integration_type, configuration, secrets, deleted_at, enabled
+    integration: IntegrationSnapshot
 
 
 @dataclass(slots=True)
@@ -35,15 +57,12 @@ class Outcome:
     """What the worker decided after one attempt: the job's next state and the log to keep."""
 
     job: ClaimedJob
-    status: str  # pending | succeeded | failed
+    status: str  # pending | succeeded | failed (| cancelled, when its integration was disabled meanwhile)
     run_at: datetime | None
-    log: dict[str, Any]
+    log: LogRow
 
 
-_INTEGRATION_COLUMNS = (
-    "id", "name", "description", "integration_type", "configuration", "signing_secret", "previous_signing_secret",
-    "previous_secret_expires_at", "deleted_at", "enabled",
-)
+_INTEGRATION_COLUMNS = tuple(f.name for f in dataclasses.fields(IntegrationSnapshot))
 _CLAIM = Sql(
     "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
     " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ? ORDER BY run_at LIMIT ?)"
@@ -91,14 +110,12 @@ async def claim(
     else:
         integration_rows = list({r[2]: r[9:] for r in claimed}.values())
         claimed = [r[:9] for r in claimed]
-    found: dict[str, dict[str, Any]] = {}
-    for r in integration_rows:
-        row = dict(zip(_INTEGRATION_COLUMNS, r))
-        row["configuration"] = orjson.loads(row["configuration"])
-        row["previous_secret_expires_at"] = db.ts_out(row["previous_secret_expires_at"])
-        row["deleted_at"] = db.ts_out(row["deleted_at"])
-        row["enabled"] = bool(row["enabled"])
-        found[row["id"]] = row
+    found: dict[str, IntegrationSnapshot] = {}
+    for iid, name, description, kind, configuration, secret, previous, expires, deleted_at, enabled in integration_rows:
+        found[iid] = IntegrationSnapshot(
+            iid, name, description, kind, orjson.loads(configuration), secret, previous, db.ts_out(expires),
+            db.ts_out(deleted_at), bool(enabled),
+        )
     jobs_out = [
         ClaimedJob(
             job_id, store_id, integration_id, event_id, triggered_by, attempts + 1, max_attempts,
@@ -113,27 +130,21 @@ async def claim(
 # SQLite: one writer at a time, and statements cost no round trip.
 _HELD = Sql("SELECT id, lease_token FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'delivering'")
 _FINISH = Sql("UPDATE jobs SET status = ?, attempts = ?, run_at = ?, lease_token = NULL, updated_at = ? WHERE id = ?")
-LOG_COLUMNS = (
-    "id", "store_id", "integration_id", "job_id", "succeeded", "attempt", "processing_time", "body", "status_code",
-    "error_detail", "created_at",
-)
-_INSERT_LOGS = Sql(f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
+_INSERT_LOGS = Sql(f"INSERT INTO logs ({', '.join(LOG_COLUMN_NAMES)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
+_JOB_COLUMNS = (("token", "text"), ("status", "text"), ("run_at", "timestamptz"))  # the job's next state
+_RECORD_COLUMNS = _JOB_COLUMNS + LOG_COLUMNS
 _RECORD_PG = Sql(
     None,
     # One round trip: finish the jobs whose lease this worker still holds, log their attempts, add to the totals
     # (in one order everywhere, so that workers cannot deadlock), clear `failing_since` of the integrations
-    # that succeeded, and answer which jobs were finished.
-    "WITH u AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::text[],"
-    " %b::text[], %b::text[], %b::bool[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])"
-    " AS u(job_id, token, status, attempt, run_at, log_id, store_id, integration_id, succeeded, processing_time,"
-    " body, status_code, error_detail, created_at)),"
+    # that succeeded, and answer which jobs were finished. One array per column of `_RECORD_COLUMNS`.
+    f"WITH u AS (SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in _RECORD_COLUMNS)})"
+    f" AS u({', '.join(name for name, _ in _RECORD_COLUMNS)})),"
     " done AS (UPDATE jobs SET status = u.status, attempts = u.attempt, run_at = u.run_at, lease_token = NULL,"
     " updated_at = %s FROM u WHERE jobs.id = u.job_id AND jobs.lease_token = u.token AND jobs.status = 'delivering'"
     " RETURNING jobs.id),"
-    " logged AS (INSERT INTO logs (id, store_id, integration_id, job_id, succeeded, attempt, processing_time, body,"
-    " status_code, error_detail, created_at) SELECT u.log_id, u.store_id, u.integration_id, u.job_id, u.succeeded,"
-    " u.attempt, u.processing_time, u.body, u.status_code, u.error_detail, u.created_at FROM u JOIN done"
-    " ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
+    f" logged AS (INSERT INTO logs ({', '.join(LOG_COLUMN_NAMES)}) SELECT {', '.join('u.' + c for c in LOG_COLUMN_NAMES)}"
+    " FROM u JOIN done ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
     " counted AS (INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
     " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count),"
@@ -141,6 +152,10 @@ _RECORD_PG = Sql(
     " WHERE id IN (SELECT integration_id FROM logged WHERE succeeded) AND failing_since IS NOT NULL)"
     " SELECT id FROM done",
 )
+
+
+def _log_values(db: Driver, log: LogRow) -> tuple[Any, ...]:
+    return tuple(db.ts(v) if c in TIMESTAMP_COLUMNS else v for c, v in zip(LOG_COLUMN_NAMES, log_values(log)))
 
 
 async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
@@ -153,12 +168,9 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     db = Driver(conn)
     await _cancel_retries_of_disabled(db, outcomes)
     if not db.is_sqlite:
-        logs = [o.log for o in outcomes]
-        columns = [
-            [o.job.id for o in outcomes], [o.job.lease_token for o in outcomes], [o.status for o in outcomes],
-            [o.job.attempt for o in outcomes], [o.run_at for o in outcomes],
-        ] + [[log[c] for log in logs] for c in ("id", "store_id", "integration_id", "succeeded", "processing_time",
-                                                "body", "status_code", "error_detail", "created_at")]
+        logs = [log_values(o.log) for o in outcomes]
+        columns = [[o.job.lease_token for o in outcomes], [o.status for o in outcomes], [o.run_at for o in outcomes]]
+        columns += [list(column) for column in zip(*logs)]
         finished = {r[0] for r in await db.all(_RECORD_PG, (*columns, now))}
         kept = [o for o in outcomes if o.job.id in finished]
         await _mark_failing(db, kept, now)
@@ -169,11 +181,9 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
         return kept
     stamp = db.ts(now)
     await db.many(_FINISH, [(o.status, o.job.attempt, db.ts(o.run_at), stamp, o.job.id) for o in kept])
-    await db.many(
-        _INSERT_LOGS, [tuple(o.log[c] for c in LOG_COLUMNS[:-1]) + (db.ts(o.log["created_at"]),) for o in kept]
-    )
+    await db.many(_INSERT_LOGS, [_log_values(db, o.log) for o in kept])
     await counts.add(db, [o.log for o in kept])
-    succeeded = {o.job.integration_id for o in kept if o.log["succeeded"]}
+    succeeded = {o.job.integration_id for o in kept if o.log.succeeded}
     if succeeded:
         await db.run(_RECOVERED, (db.ids(succeeded),))
     await _mark_failing(db, kept, now)
@@ -248,9 +258,9 @@ _FAILING_SINCE = Sql(
 
 async def _mark_failing(db: Driver, kept: list[Outcome], now: datetime) -> None:
     """Integrations with only failed attempts in this batch start failing now, unless they already were."""
-    failing = {o.job.integration_id for o in kept if not o.log["succeeded"]}
+    failing = {o.job.integration_id for o in kept if not o.log.succeeded}
     if failing:
-        failing -= {o.job.integration_id for o in kept if o.log["succeeded"]}
+        failing -= {o.job.integration_id for o in kept if o.log.succeeded}
     if failing:
         await db.run(_FAILING, (db.ts(now), db.ids(failing)))
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-SECRET_FIELDS = frozenset({"secret_key", "aws_secret_access_key", "aws_access_key_id", "password"})
+from herald.domain.destinations import DESTINATIONS
+
+ALL_SECRET_FIELDS = frozenset().union(*(d.secret_fields for d in DESTINATIONS.values()))
+"""Every field that is a secret in some integration type (used when the type is not known)."""
+
+
+def secret_fields(integration_type: str | None) -> frozenset[str]:
+    kind = DESTINATIONS.get(integration_type) if integration_type else None
+    return kind.secret_fields if kind is not None else ALL_SECRET_FIELDS
 
 
 def mask(value: str) -> str:
@@ -13,10 +21,9 @@ def mask(value: str) -> str:
     return "*" * (len(value) - 4) + value[-4:]
 
 
-def mask_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: mask(v) if k in SECRET_FIELDS and isinstance(v, str) and v else v for k, v in configuration.items()
-    }
+def mask_configuration(configuration: dict[str, Any], integration_type: str | None = None) -> dict[str, Any]:
+    secrets = secret_fields(integration_type)
+    return {k: mask(v) if k in secrets and isinstance(v, str) and v else v for k, v in configuration.items()}
 
 
 def is_masked_echo(sent: Any, stored: Any) -> bool:

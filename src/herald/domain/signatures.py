@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+from datetime import datetime
 from functools import lru_cache
 from secrets import token_bytes
 
@@ -35,3 +36,10 @@ def sign(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
         "v1," + base64.b64encode(hmac.digest(_key(s), content, "sha256")).decode("ascii")
         for s in secrets
     )
+
+
+def active_secrets(current: str, previous: str | None, previous_expires_at: datetime | None, now: datetime) -> list[str]:
+    """The secrets that sign a delivery now: the current one, and the previous one during its grace period."""
+    if previous and previous_expires_at is not None and previous_expires_at > now:
+        return [current, previous]
+    return [current]

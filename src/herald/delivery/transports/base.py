@@ -1,51 +1,132 @@
-"""The one small interface every delivery target (webhook, SQS, STOMP) implements."""
+"""The one contract every delivery target implements, and the one wrapper that turns an attempt into a result.
+
+A transport's `send` returns `Delivered` or raises `DeliveryFailed` (as httpx maps every transport error onto
+one exception tree). Everything else an attempt needs -- the deadline, the timing, the 4 KiB cut of the answer,
+text PostgreSQL can store, and a readable log row when a transport itself breaks -- is done once, in `attempt`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+import asyncio
+import contextvars
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
 
-import orjson
+from herald.domain.messages import AttemptResult, OutboundMessage
 
+__all__ = [
+    "BODY_LIMIT",
+    "AttemptResult",
+    "OutboundMessage",
+    "Delivered",
+    "DeliveryFailed",
+    "Transport",
+    "attempt",
+    "blocked_detail",
+    "cut_text",
+    "current_phase",
+    "cut_utf8",
+    "note_phase",
+]
 
-@dataclass(slots=True)
-class OutboundMessage:
-    """Everything a transport needs to make one delivery attempt of one job."""
+log = logging.getLogger("herald.worker")
 
-    job_id: str
-    event_id: str
-    store_id: str
-    triggered_by: str
-    attempt: int
-    payload_json: str  # the event's payload, as the JSON text it was stored as
-    event_created_at: datetime
-    integration_id: str
-    integration_type: str
-    integration_name: str
-    integration_description: str
-    configuration: dict[str, Any]  # unmasked, as stored
-    signing_secrets: list[str] = field(default_factory=list)  # "whsec_..." newest first
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return orjson.loads(self.payload_json)  # type: ignore[no-any-return]
-
-
-@dataclass(slots=True)
-class AttemptResult:
-    """The outcome of one attempt, exactly what becomes one integration-log row."""
-
-    succeeded: bool
-    status_code: int | None
-    body: str
-    error_detail: str
-    processing_time: float
-    retry_after: float | None = None  # seconds asked by the receiver (Retry-After on 429/503)
-    gone: bool = False  # the receiver answered 410 Gone: the integration is disabled
+BODY_LIMIT = 4096  # bytes of the receiver's or broker's answer kept in a log
 
 
-BODY_LIMIT = 4096  # bytes of the receiver's or broker's answer kept in a log (SPEC section 6)
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The receiver or broker took the message: its status (HTTP only), its answer, the id it gave the message."""
+
+    status: int | None = None
+    body: str = ""
+    broker_id: str | None = None
+
+
+class DeliveryFailed(Exception):
+    """One attempt failed. `detail` is the sentence a user reads in the log; the rest is what the peer said."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+        gone: bool = False,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after  # seconds the receiver asked us to wait (Retry-After)
+        self.gone = gone  # the receiver said the endpoint is gone for good: disable the integration
+
+
+class Transport(Protocol):
+    """One per integration type per worker; shared by every delivery of that type, so it pools connections."""
+
+    timeout: float  # seconds one attempt may take in all
+
+    async def send(self, message: OutboundMessage) -> Delivered:
+        """Make one attempt; raise `DeliveryFailed` for anything the receiver, the broker or the network did."""
+        ...
+
+    def timeout_detail(self, timeout: float, phase: str) -> str:
+        """The log's sentence when the attempt ran out of time (`phase`: what it was doing, may be empty)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+_phase: contextvars.ContextVar[str] = contextvars.ContextVar("herald_delivery_phase", default="")
+
+
+def note_phase(text: str) -> None:
+    """Say what the attempt is doing now (e.g. "connecting to stomp://b:61613"), for the timeout's sentence."""
+    _phase.set(text)
+
+
+def current_phase() -> str:
+    return _phase.get()
+
+
+async def attempt(transport: Transport, message: OutboundMessage, timeout: float | None = None) -> AttemptResult:
+    """One attempt within `timeout` seconds (default: the transport's), as the result that becomes its log row.
+    Never raises but for cancellation: a transport bug still leaves a failed attempt in the log, not a stuck job."""
+    timeout = transport.timeout if timeout is None else timeout
+    started = time.perf_counter()
+    reset = _phase.set("")
+    status: int | None = None
+    body = ""
+    detail = ""
+    retry_after: float | None = None
+    gone = False
+    try:
+        async with asyncio.timeout(timeout):
+            done = await transport.send(message)
+        status, body = done.status, done.body or done.broker_id or ""
+    except DeliveryFailed as failed:
+        status, body, detail = failed.status, failed.body, failed.detail or "The delivery failed."
+        retry_after, gone = failed.retry_after, failed.gone
+    except TimeoutError:
+        detail = transport.timeout_detail(timeout, _phase.get())
+    except Exception as exc:
+        log.exception("delivery of job %s raised", message.job_id)
+        detail = f"The delivery failed inside Herald ({type(exc).__name__})."
+    finally:
+        _phase.reset(reset)
+    return AttemptResult(
+        succeeded=not detail,
+        status_code=status,
+        body=_storable(cut_text(body)),
+        error_detail=_storable(detail),
+        processing_time=round(time.perf_counter() - started, 6),
+        retry_after=retry_after,
+        gone=gone,
+    )
 
 
 def blocked_detail(host: str) -> str:
@@ -68,10 +149,11 @@ def cut_utf8(data: bytes, limit: int = BODY_LIMIT) -> bytes:
 
 def cut_text(text: str, limit: int = BODY_LIMIT) -> str:
     """At most `limit` bytes of UTF-8, cut at a character boundary (the log `body` limit)."""
-    return cut_utf8(text.encode(), limit).decode(errors="replace")
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes: nothing to cut
+        return text
+    return cut_utf8(text.encode(errors="surrogatepass"), limit).decode(errors="replace")
 
 
-class Transport(Protocol):
-    async def deliver(self, message: OutboundMessage) -> AttemptResult: ...
-
-    async def close(self) -> None: ...
+def _storable(text: str) -> str:
+    """A receiver may answer NUL characters, which PostgreSQL text cannot hold: keep them visible as U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-import time
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +26,10 @@ from botocore.exceptions import (
 )
 
 from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
-from herald.delivery.transports.base import AttemptResult, OutboundMessage, blocked_detail, cut_text
+from herald.delivery.transports.base import Delivered, DeliveryFailed, blocked_detail
 from herald.domain.cloudevents import cloudevent
+from herald.domain.messages import OutboundMessage
+from herald.settings import Settings
 
 
 # Error codes SQS (query and JSON protocols) answers when the signature or key is refused.
@@ -108,8 +109,11 @@ class SqsTransport:
                 self._clients[key] = client
             return client
 
-    async def deliver(self, message: OutboundMessage) -> AttemptResult:
-        started = time.perf_counter()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SqsTransport:
+        return cls(timeout=settings.delivery_timeout, allow_private=settings.allow_private_networks)
+
+    async def send(self, message: OutboundMessage) -> Delivered:
         config = message.configuration
         url = str(config.get("url", ""))
         params: dict[str, Any] = {
@@ -120,38 +124,31 @@ class SqsTransport:
             # FIFO queues require both; the job id lets SQS drop a duplicate of an accepted attempt.
             params["MessageGroupId"] = message.integration_id
             params["MessageDeduplicationId"] = message.job_id
-
-        def result(ok: bool, status: int | None, body: str, detail: str) -> AttemptResult:
-            return AttemptResult(
-                succeeded=ok,
-                status_code=status,
-                body=cut_text(body),
-                error_detail=detail,
-                processing_time=round(time.perf_counter() - started, 6),
-            )
-
         try:
-            async with asyncio.timeout(self.timeout):
-                if endpoint := config.get("endpoint_url"):
-                    check_url_host(urlsplit(str(endpoint)).hostname or "", self.allow_private)
-                client = await self._client(config)
-                answer = await client.send_message(**params)
+            if endpoint := config.get("endpoint_url"):
+                check_url_host(urlsplit(str(endpoint)).hostname or "", self.allow_private)
+            client = await self._client(config)
+            answer = await client.send_message(**params)
         except ClientError as exc:
             status, detail = _client_error(exc)
-            return result(False, status, str(exc), detail)
-        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            detail = f"The SQS request timed out after {self.timeout:g} s."
-            return result(False, None, str(exc) or detail, detail)
+            raise DeliveryFailed(detail, status=status, body=str(exc)) from exc
+        except (ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise DeliveryFailed(self.timeout_detail(self.timeout, ""), body=str(exc)) from exc
         except BlockedAddressError as exc:
-            return result(False, None, str(exc), blocked_detail(exc.host))
+            raise DeliveryFailed(blocked_detail(exc.host), body=str(exc)) from exc
         except BotoCoreError as exc:
-            return result(False, None, str(exc), _transport_error(exc))
+            raise DeliveryFailed(_transport_error(exc), body=str(exc)) from exc
         except KeyError as exc:
-            return result(False, None, str(exc), f"The aws_sqs configuration has no {exc} value.")
-        except Exception as exc:  # every failure becomes a log row, never a crash of the worker
-            return result(False, None, str(exc), f"The SQS request failed ({type(exc).__name__}).")
+            raise DeliveryFailed(f"The aws_sqs configuration has no {exc} value.", body=str(exc)) from exc
+        except TimeoutError:
+            raise
+        except Exception as exc:  # e.g. an SQS-compatible server answering what botocore cannot parse
+            raise DeliveryFailed(f"The SQS request failed ({type(exc).__name__}).", body=str(exc)) from exc
         status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return result(True, status, str(answer.get("MessageId", "")), "")
+        return Delivered(status, broker_id=str(answer.get("MessageId", "")))
+
+    def timeout_detail(self, timeout: float, phase: str) -> str:
+        return f"The SQS request timed out after {timeout:g} s."
 
     async def close(self) -> None:
         self._clients.clear()

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from herald.delivery.guard import BlockedAddressError, is_blocked_address
-from herald.delivery.transports.base import AttemptResult, OutboundMessage, blocked_detail, cut_text
+from herald.delivery.transports.base import Delivered, DeliveryFailed, blocked_detail, current_phase, note_phase
 from herald.domain.cloudevents import CONTENT_TYPE, cloudevent
+from herald.domain.messages import OutboundMessage
+from herald.settings import Settings
 
 DEFAULT_PORTS = {"stomp": 61613, "stomp+ssl": 61614}
 HEARTBEAT_MS = 10_000  # we ask the broker for one every 10 s, so a dead connection is noticed
@@ -88,13 +90,11 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
     return Frame(command, headers, body)
 
 
-class StompFailure(Exception):
+class StompFailure(DeliveryFailed):
     """One attempt failed; ``detail`` is the sentence for the log, ``body`` the broker's words."""
 
     def __init__(self, detail: str, body: str = "") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.body = body
+        super().__init__(detail, body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +378,31 @@ class StompTransport:
             connection.last_used = time.monotonic()
             return connection
 
-    async def _send(
-        self, message: OutboundMessage, receipt: str, deadline: float, state: dict[str, str]
-    ) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StompTransport:
+        return cls(timeout=settings.delivery_timeout, allow_private=settings.allow_private_networks)
+
+    async def send(self, message: OutboundMessage) -> Delivered:
+        """SEND with a receipt to the first address that accepts the login; delivered once the RECEIPT came."""
+        try:
+            receipt = f"{message.job_id}-{message.attempt}-{uuid.uuid4().hex[:8]}"
+            await self._send(message, receipt, asyncio.get_running_loop().time() + self.timeout)
+            return Delivered(broker_id=receipt)
+        except (StompFailure, TimeoutError):
+            raise
+        except Exception as exc:  # e.g. a peer speaking another protocol
+            raise StompFailure(f"The STOMP delivery failed while {self._phase()} ({type(exc).__name__}).", str(exc)) from exc
+        finally:
+            self._close_idle()
+
+    def timeout_detail(self, timeout: float, phase: str) -> str:
+        return f"The STOMP attempt timed out after {timeout:g} s while {phase or 'starting'}."
+
+    @staticmethod
+    def _phase() -> str:
+        return current_phase() or "starting"
+
+    async def _send(self, message: OutboundMessage, receipt: str, deadline: float) -> None:
         config = message.configuration
         urls = config.get("addresses") or []
         if isinstance(urls, str):
@@ -392,7 +414,7 @@ class StompTransport:
         failures: list[StompFailure] = []
         loop = asyncio.get_running_loop()
         for index, url in enumerate(urls):
-            state["phase"] = f"connecting to {url}"
+            note_phase(f"connecting to {url}")
             # Each address gets its share of the time left: a silent one leaves room for the rest.
             share = (deadline - loop.time()) / (len(urls) - index)
             try:
@@ -408,38 +430,10 @@ class StompTransport:
             except TimeoutError:
                 failures.append(StompFailure(f"Connecting to the STOMP broker at {url} timed out."))
                 continue
-            state["phase"] = f"waiting for the receipt from {url}"
+            note_phase(f"waiting for the receipt from {url}")
             await connection.send(destination, body, receipt)
             return
-        raise StompFailure(
-            " ".join(f.detail for f in failures), "\n".join(f.body for f in failures if f.body)
-        )
-
-    async def deliver(self, message: OutboundMessage) -> AttemptResult:
-        started = time.perf_counter()
-        receipt = f"{message.job_id}-{message.attempt}-{uuid.uuid4().hex[:8]}"
-        state = {"phase": "starting"}
-        succeeded, body, detail = False, "", ""
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._send(message, receipt, deadline, state)
-            succeeded, body = True, receipt
-        except StompFailure as failure:
-            body, detail = failure.body, failure.detail
-        except TimeoutError:
-            detail = f"The STOMP attempt timed out after {self.timeout:g} s while {state['phase']}."
-        except Exception as exc:  # e.g. a peer speaking another protocol: a log row, not a crash
-            name = type(exc).__name__
-            body, detail = str(exc), f"The STOMP delivery failed while {state['phase']} ({name})."
-        self._close_idle()
-        return AttemptResult(
-            succeeded=succeeded,
-            status_code=None,
-            body=cut_text(body),
-            error_detail=detail,
-            processing_time=round(time.perf_counter() - started, 6),
-        )
+        raise StompFailure(" ".join(f.detail for f in failures), "\n".join(f.body for f in failures if f.body))
 
     def _close_idle(self) -> None:
         """Forget broken connections, drop idle ones (abruptly: no delivery should wait on it)."""

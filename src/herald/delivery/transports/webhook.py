@@ -17,8 +17,10 @@ from yarl import URL
 
 from herald import __version__
 from herald.delivery.guard import BlockedAddressError, GuardedResolver, check_url_host
-from herald.delivery.transports.base import BODY_LIMIT, AttemptResult, OutboundMessage, blocked_detail, cut_utf8
+from herald.delivery.transports.base import BODY_LIMIT, Delivered, DeliveryFailed, blocked_detail, cut_utf8
+from herald.domain.messages import OutboundMessage
 from herald.domain.webhook_request import webhook_body, webhook_headers
+from herald.settings import Settings
 
 _CLOSED_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 NON_2XX = "Received a status code outside of 2xx range - treating webhook as a fail"
@@ -40,12 +42,11 @@ class WebhookTransport:
         total_limit: int = 500,
         user_agent: str = f"Herald/{__version__}",
     ) -> None:
-        self._timeout = timeout
+        self.timeout = timeout
         self._allow_private = allow_private
         self._per_host_limit = per_host_limit
         self._total_limit = total_limit
         self._user_agent = user_agent
-        self._deadline = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
 
@@ -57,28 +58,32 @@ class WebhookTransport:
                 limit_per_host=self._per_host_limit,
                 resolver=self._resolver,
             )
-            # No session-level timeout: `deliver` enforces one deadline for the whole attempt.
+            # No client timeout at all: `attempt` enforces one deadline for the whole attempt.
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # a webhook receiver's cookies are never sent back
             )
         return self._session
 
-    async def deliver(self, message: OutboundMessage) -> AttemptResult:
-        """One attempt; never raises for receiver or network trouble, it reports it."""
-        started = time.perf_counter()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookTransport:
+        return cls(
+            timeout=settings.delivery_timeout,
+            allow_private=settings.allow_private_networks,
+            per_host_limit=settings.per_host_connections,
+            total_limit=max(settings.worker_concurrency, 1),
+        )
+
+    async def send(self, message: OutboundMessage) -> Delivered:
+        """One POST; 2xx is success, anything else (an answer or none) raises `DeliveryFailed`."""
         url_text = str(message.configuration.get("url", ""))
-        status: int | None = None
-        headers: CIMultiDictProxy[str] | None = None
-        received = b""
-        error: str | None = None
         try:
             url = _target(url_text, self._allow_private)
             body = webhook_body(message)
             request_headers = webhook_headers(message, body, int(time.time()), self._user_agent)
-            # aiohttp's total timeout is one deadline for connecting, sending and reading the answer.
+            # No timeout here: `attempt` holds one deadline for connecting, sending and reading the answer.
             async with self._get_session().post(
-                url, data=body, headers=request_headers, allow_redirects=False, timeout=self._deadline
+                url, data=body, headers=request_headers, allow_redirects=False
             ) as response:
                 status, headers = response.status, response.headers
                 length = response.content_length
@@ -87,35 +92,22 @@ class WebhookTransport:
                 else:
                     received = await _read_limited(response.content, BODY_LIMIT + 1)
         except TimeoutError:
-            error = f"The receiver did not answer within the {self._timeout:g} s timeout."
-        except Exception as exc:  # every failure becomes a log row, never a crash of the worker
-            error = _describe(exc, url_text)
-
+            raise
+        except Exception as exc:
+            raise DeliveryFailed(_describe(exc, url_text)) from exc
         text = cut_utf8(received, BODY_LIMIT).decode("utf-8", errors="replace")
-        result = AttemptResult(
-            succeeded=False,
-            status_code=status,
+        if 200 <= status < 300:
+            return Delivered(status, text)
+        raise DeliveryFailed(
+            _failure_detail(status, headers),
+            status=status,
             body=text,
-            error_detail=error or "",
-            processing_time=0.0,
+            retry_after=parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None,
+            gone=status == 410,
         )
-        if status is not None and headers is not None:
-            result.gone = status == 410
-            if status in (429, 503):
-                result.retry_after = parse_retry_after(headers.get("Retry-After"))
-            if error is None:
-                if 200 <= status < 300:
-                    result.succeeded = True
-                elif 300 <= status < 400:
-                    location = headers.get("Location") or "(no Location header)"
-                    result.error_detail = (
-                        f"The receiver answered a {status} redirect to {location}, "
-                        "which is not followed - treating webhook as a fail"
-                    )
-                else:
-                    result.error_detail = NON_2XX
-        result.processing_time = time.perf_counter() - started
-        return result
+
+    def timeout_detail(self, timeout: float, phase: str) -> str:
+        return f"The receiver did not answer within the {timeout:g} s timeout."
 
     async def close(self) -> None:
         """Close pooled connections and the resolver."""
@@ -147,6 +139,13 @@ def _target(url_text: str, allow_private: bool) -> URL:
         raise aiohttp.InvalidURL(url_text)
     check_url_host(url.raw_host or "", allow_private)
     return url
+
+
+def _failure_detail(status: int, headers: CIMultiDictProxy[str]) -> str:
+    if 300 <= status < 400:
+        location = headers.get("Location") or "(no Location header)"
+        return f"The receiver answered a {status} redirect to {location}, which is not followed - treating webhook as a fail"
+    return NON_2XX
 
 
 def parse_retry_after(value: str | None) -> float | None:

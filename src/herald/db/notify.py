@@ -1,4 +1,9 @@
-"""Waking idle workers when new jobs are written, instead of polling in a tight loop."""
+"""Waking idle workers when a write makes jobs due, instead of polling in a tight loop.
+
+A statement that makes jobs due calls `jobs_due(conn)` inside its transaction; `Database.write` wakes this
+process's workers once that transaction has committed, and on PostgreSQL the NOTIFY sent with the transaction
+wakes every other process's (`Notifier.listen_postgres`). Nobody else calls `wake`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,23 @@ import asyncio
 import contextlib
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 log = logging.getLogger("herald.worker")
 CHANNEL = "herald_jobs"
+NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"  # PostgreSQL sends it when the transaction commits
+JOBS_DUE = "herald_jobs_due"  # key in the connection's info: this transaction made jobs due
+
+
+async def jobs_due(conn: AsyncConnection, *, notified: bool = False, other_processes: bool = True) -> None:
+    """Say, inside a write transaction, that it makes jobs due: the workers are woken once it commits.
+
+    `notified`: the statement already sent the NOTIFY itself. `other_processes=False`: only this process's
+    workers need to know (a retry scheduled by a worker: the others find it when they next look).
+    """
+    conn.info[JOBS_DUE] = True
+    if other_processes and not notified and conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(NOTIFY_SQL)
 
 
 class Notifier:
