@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from herald.delivery.guard import BlockedAddressError, is_blocked_address
+from herald.delivery.guard import BlockedAddressError, resolve_public
 from herald.delivery.transports.base import AttemptResult, OutboundMessage, blocked_detail, cut_text
 from herald.delivery.transports.stomp_frames import Frame, read_frame
 from herald.domain.cloudevents import CONTENT_TYPE, cloudevent
@@ -68,13 +68,7 @@ async def _open_stream(
     tls = (ssl_context or ssl.create_default_context()) if address.tls else None
     if allow_private:
         return await asyncio.open_connection(address.host, address.port, ssl=tls, limit=READ_LIMIT)
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        address.host, address.port, type=socket.SOCK_STREAM
-    )
-    resolved = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    allowed = [ip for ip in resolved if not is_blocked_address(ip)]
-    if not allowed:
-        raise BlockedAddressError(address.host, resolved)
+    allowed = await resolve_public(address.host, address.port, allow_private=False)
     for ip in allowed[:-1]:
         try:
             return await asyncio.open_connection(
