@@ -233,9 +233,10 @@ async def test_broken_connection_is_replaced(broker: None, transport: StompTrans
     assert (await attempt(transport, before)).succeeded
     [first] = transport._connections.values()
     first._writer.transport.abort()  # the TCP connection dies under the cached client
-    for _ in range(100):
-        if first.closed:
-            break
+    deadline = time.monotonic() + 2.0
+    while not first.closed:
+        if time.monotonic() > deadline:
+            pytest.fail("the cached connection was not marked closed within 2 s of its TCP connection dying")
         await asyncio.sleep(0.01)
 
     result = await attempt(transport, after)

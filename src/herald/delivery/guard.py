@@ -3,10 +3,14 @@
 The check runs on the address actually used to connect (inside the resolver the connector
 calls), so a hostname that resolves, or later re-resolves, to a private address is refused too.
 IP-literal URLs never reach the resolver, so `check_url_host` covers them before sending.
+Transports that open their own sockets (STOMP) call `resolve_public` and connect only to the addresses
+it returns; getaddrinfo returns an IP literal as is, so a literal is judged the same way as a name.
+The policy itself, which addresses survive, is written once, in `public_addresses`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
@@ -54,6 +58,26 @@ def is_blocked_address(address: str | IPAddress) -> bool:
     )
 
 
+def public_addresses(host: str, addresses: list[str], allow_private: bool) -> list[str]:
+    """The `addresses` of `host` that may be connected to, in their order: all of them when private
+    networks are allowed, else those not blocked; `BlockedAddressError` when none is left."""
+    if allow_private:
+        return list(addresses)
+    allowed = [address for address in addresses if not is_blocked_address(address)]
+    if not allowed:
+        raise BlockedAddressError(host, list(addresses))
+    return allowed
+
+
+async def resolve_public(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """Resolve `host` (a name or an IP literal) for a TCP connection and keep the addresses the
+    policy allows (see `public_addresses`), without duplicates; socket.gaierror when it does not resolve.
+    Connect to the returned addresses, not to `host`, so DNS cannot slip a private address in."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    resolved = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    return public_addresses(host, resolved, allow_private)
+
+
 def check_url_host(host: str, allow_private: bool) -> None:
     """Refuse an IP-literal host the policy blocks; hostnames are left to `GuardedResolver`."""
     if allow_private:
@@ -62,8 +86,7 @@ def check_url_host(host: str, allow_private: bool) -> None:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return
-    if is_blocked_address(ip):
-        raise BlockedAddressError(host, [str(ip)])
+    public_addresses(host, [str(ip)], allow_private)
 
 
 class GuardedResolver(AbstractResolver):
@@ -77,12 +100,8 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if self._allow_private:
-            return results
-        allowed = [r for r in results if not is_blocked_address(r["host"])]
-        if not allowed:
-            raise BlockedAddressError(host, [r["host"] for r in results])
-        return allowed
+        allowed = set(public_addresses(host, [r["host"] for r in results], self._allow_private))
+        return [r for r in results if r["host"] in allowed]
 
     async def close(self) -> None:
         await self._inner.close()

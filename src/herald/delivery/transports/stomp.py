@@ -13,11 +13,12 @@ import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from herald.delivery.guard import BlockedAddressError, is_blocked_address
+from herald.delivery.guard import BlockedAddressError, resolve_public
 from herald.delivery.transports.base import Delivered, DeliveryFailed, blocked_detail, current_phase, note_phase
+from herald.delivery.transports.stomp_frames import Frame, read_frame
 from herald.domain.cloudevents import CONTENT_TYPE, cloudevent
 from herald.domain.messages import OutboundMessage
 from herald.settings import Settings
@@ -26,68 +27,6 @@ DEFAULT_PORTS = {"stomp": 61613, "stomp+ssl": 61614}
 HEARTBEAT_MS = 10_000  # we ask the broker for one every 10 s, so a dead connection is noticed
 IDLE_CLOSE = 300.0  # connections unused this long (s) are closed: integrations come and go
 READ_LIMIT = 1 << 20  # longest frame line or NUL-terminated body we accept
-_ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
-_UNESCAPES = {"\\\\": "\\", "\\r": "\r", "\\n": "\n", "\\c": ":"}
-
-
-
-@dataclass(slots=True)
-class Frame:
-    command: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def encode(self) -> bytes:
-        # CONNECT headers are not escaped (STOMP 1.2 keeps 1.0 clients working).
-        escape = self.command != "CONNECT"
-        lines = [self.command]
-        for name, value in self.headers.items():
-            lines.append(
-                f"{name.translate(_ESCAPES)}:{value.translate(_ESCAPES)}"
-                if escape
-                else f"{name}:{value}"
-            )
-        return "\n".join(lines).encode() + b"\n\n" + self.body + b"\0"
-
-    def describe(self) -> str:
-        """An ERROR frame as text: its ``message`` header and body."""
-        parts = (self.headers.get("message", ""), self.body.decode(errors="replace"))
-        return ": ".join(" ".join(part.split()) for part in parts if part.strip())
-
-
-def _unescape(text: str) -> str:
-    if "\\" not in text:
-        return text
-    out, i = [], 0
-    while i < len(text):
-        pair = text[i : i + 2]
-        if pair in _UNESCAPES:
-            out.append(_UNESCAPES[pair])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Frame:
-    """The next frame, skipping heart-beat EOLs; IncompleteReadError when the peer closed."""
-    line = b"\n"
-    while line in (b"\n", b"\r\n"):
-        line = await reader.readuntil(b"\n")
-    command = line.rstrip(b"\r\n").decode()
-    headers: dict[str, str] = {}
-    while (line := await reader.readuntil(b"\n")) not in (b"\n", b"\r\n"):
-        name, _, value = line.rstrip(b"\r\n").decode().partition(":")
-        if command != "CONNECTED":
-            name, value = _unescape(name), _unescape(value)
-        headers.setdefault(name, value)  # STOMP 1.2: the first occurrence wins
-    if (length := headers.get("content-length", "")).isdigit():
-        body = await reader.readexactly(int(length))
-        await reader.readexactly(1)  # the NUL
-    else:
-        body = (await reader.readuntil(b"\0"))[:-1]
-    return Frame(command, headers, body)
 
 
 class StompFailure(DeliveryFailed):
@@ -129,13 +68,7 @@ async def _open_stream(
     tls = (ssl_context or ssl.create_default_context()) if address.tls else None
     if allow_private:
         return await asyncio.open_connection(address.host, address.port, ssl=tls, limit=READ_LIMIT)
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        address.host, address.port, type=socket.SOCK_STREAM
-    )
-    resolved = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    allowed = [ip for ip in resolved if not is_blocked_address(ip)]
-    if not allowed:
-        raise BlockedAddressError(address.host, resolved)
+    allowed = await resolve_public(address.host, address.port, allow_private=False)
     for ip in allowed[:-1]:
         try:
             return await asyncio.open_connection(
