@@ -72,7 +72,7 @@ def _uvicorn(asgi: Any, host: str, port: int, settings: Settings) -> None:
 
 @app.command()
 def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
-    """API, dashboard and delivery worker in one process. Migrates the database first."""
+    """API and delivery worker in one process. Migrates the database first."""
     from herald.app import create_app
 
     settings = Settings()

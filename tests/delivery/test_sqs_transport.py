@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from herald.delivery.transports.base import OutboundMessage, attempt
+from herald.delivery.transports.base import attempt
+from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.sqs import SqsTransport
 
 try:

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 import pytest
 
-from herald.delivery.transports.base import OutboundMessage, attempt
+from herald.delivery.transports.base import attempt
+from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.stomp import StompTransport
 from herald.domain.cloudevents import CONTENT_TYPE
 

@@ -17,7 +17,8 @@ from standardwebhooks import Webhook
 
 from herald import __version__
 from herald.delivery.guard import is_blocked_address
-from herald.delivery.transports.base import OutboundMessage, attempt
+from herald.delivery.transports.base import attempt
+from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.webhook import NON_2XX, WebhookTransport, parse_retry_after
 from herald.domain.signatures import generate_secret
 

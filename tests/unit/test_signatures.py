@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from herald.delivery.transports.base import OutboundMessage
+from herald.domain.messages import OutboundMessage
 from herald.domain.webhook_request import webhook_body, webhook_headers
 from herald.domain.signatures import generate_secret, sign
 

@@ -182,7 +182,7 @@ def collection(
     last_id: str | None,
     flat_meta: bool,
 ) -> dict[str, Any]:
-    """A list answer with links and meta; `flat_meta` is the logs lists' shape (SPEC section 1)."""
+    """A list answer with links and meta; `flat_meta` is the logs lists' shape, as the Moltin logs API answers."""
     pages = math.ceil(total / page.limit)
     if page.cursor_mode:
         current: int | None = None

@@ -6,23 +6,13 @@ on ``id`` (the job id).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
 import orjson
 
-if TYPE_CHECKING:
-    from herald.delivery.transports.base import OutboundMessage
+from herald.domain.ids import rfc3339
+from herald.domain.messages import OutboundMessage
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC with a ``Z``, as every timestamp Herald shows; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def cloudevent(message: OutboundMessage, source: str = "herald") -> bytes:

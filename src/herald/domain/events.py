@@ -1,4 +1,4 @@
-"""The catalogue of observable events (SPEC section 5) and wildcard matching."""
+"""The catalogue of observable events and wildcard matching."""
 
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
-"""The webhook request Herald sends (SPEC section 7): body and headers, built without I/O."""
+"""The webhook request Herald sends: the Moltin body and the Moltin + Standard Webhooks headers, built without I/O."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from herald.domain.messages import OutboundMessage
 from herald.domain.signatures import sign
-
-if TYPE_CHECKING:  # type-only: domain/ must not import delivery/ at run time (DESIGN.md)
-    from herald.delivery.transports.base import OutboundMessage
 
 
 def webhook_body(message: OutboundMessage) -> bytes:
