@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     )
     token_ttl: int = Field(3600, description="Access token lifetime in seconds.")
     public_url: str | None = Field(
-        None, description="Base URL used in links (e.g. https://hooks.example.com). Unset: taken from the request."
+        None,
+        description="Base URL used in links (e.g. https://hooks.example.com). Unset: answers take it from the request, "
+        "and Herald's own integration.* events carry links relative to Herald.",
     )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE,

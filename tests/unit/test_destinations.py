@@ -89,3 +89,12 @@ def test_openapi_documents_each_type(tmp_path: Path) -> None:
         for secret in kind.secret_fields:
             assert config["properties"][secret].get("format") == "password" or "password" in json.dumps(
                 config["properties"][secret])
+
+
+def test_every_type_has_its_readme_section() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, kind in DESTINATIONS.items():
+        assert f"### `{name}`" in readme, name
+        section = readme.split(f"### `{name}`", 1)[1].split("\n#", 1)[0]
+        for field in kind.fields:
+            assert f"`{field}`" in section, (name, field)
