@@ -1,8 +1,9 @@
 """End-to-end delivery: a real `herald serve` process, real HTTP receivers on loopback, SQLite and PostgreSQL.
 
-One serve process per backend for the module (retry schedule 0.3,0.3 = 3 attempts), plus two started only
+One serve process per backend for the module (retry schedule 0.3,0.3 = 3 attempts), plus three started only
 when a test needs them: one with a long schedule (30 s) for Retry-After and pending jobs, one with a 1 s
-delivery timeout for the timeout test.
+delivery timeout for the timeout test, and one that disables an integration failing for 2 s (HERALD_DISABLE_AFTER)
+with a schedule of twenty 0.2 s retries, for the auto-disable tests.
 Each server gets its own throwaway database, so that no other worker (another module's server, an
 in-process app) claims these jobs and no leftover job of this module is delivered after it ends.
 Every test makes its own store, token and integrations; nothing waits on a fixed sleep.
@@ -19,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -43,6 +45,15 @@ SLOW_ENV = {"HERALD_RETRY_SCHEDULE": "30", "HERALD_DELIVERY_TIMEOUT": "5"}
 # Only the timeout test runs against a 1 s deadline, so that a busy machine cannot turn a slow answer
 # into a timeout anywhere else.
 TIMEOUT_ENV = {"HERALD_RETRY_SCHEDULE": "0.3,0.3", "HERALD_DELIVERY_TIMEOUT": "1"}
+# Auto-disable: an integration whose every delivery failed for DISABLE_AFTER seconds is disabled. 21 attempts
+# 0.2 s apart outlast the window by far, so that it is the disable, not the end of the retries, that stops them.
+DISABLE_AFTER = 2.0
+DISABLE_ATTEMPTS = 21
+DISABLE_ENV = {
+    "HERALD_RETRY_SCHEDULE": ",".join(["0.2"] * (DISABLE_ATTEMPTS - 1)),
+    "HERALD_DISABLE_AFTER": str(DISABLE_AFTER),
+    "HERALD_DELIVERY_TIMEOUT": "5",
+}
 
 
 # --- servers: one per backend per module, each on its own database ------------------------------
@@ -110,6 +121,12 @@ def herald_slow(request: pytest.FixtureRequest, backend: str) -> Iterator[Server
 @pytest.fixture(scope="module")
 def herald_timeout(request: pytest.FixtureRequest, backend: str) -> Iterator[Server]:
     with running_server(request, backend, "timeout", TIMEOUT_ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def herald_disable(request: pytest.FixtureRequest, backend: str) -> Iterator[Server]:
+    with running_server(request, backend, "disable", DISABLE_ENV) as server:
         yield server
 
 
@@ -216,6 +233,12 @@ async def slow_api(herald_slow: Server) -> AsyncIterator[Api]:
 @pytest.fixture
 async def timeout_api(herald_timeout: Server) -> AsyncIterator[Api]:
     async with api_for(herald_timeout) as a:
+        yield a
+
+
+@pytest.fixture
+async def disable_api(herald_disable: Server) -> AsyncIterator[Api]:
+    async with api_for(herald_disable) as a:
         yield a
 
 
@@ -479,6 +502,110 @@ async def test_410_gone_disables_the_integration(api: Api) -> None:
         assert job_ids(later) == []
         jobs = await api.get(f"/v2/integrations/{integ['id']}/jobs")
         assert jobs["meta"]["results"]["total"] == 1
+
+def created_at(resource: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(resource["meta"]["timestamps"]["created_at"])
+
+
+async def test_failing_longer_than_disable_after_disables_the_integration(disable_api: Api) -> None:
+    """Once every delivery of an integration has failed for HERALD_DISABLE_AFTER seconds (counted from the first
+    failure of the run), the next failed attempt disables it, cancels its pending job and raises
+    integration.updated; no attempt follows, although its retries were far from exhausted."""
+    api = disable_api
+    async with Receiver(answer(500)) as failing, Receiver() as observer:
+        integ = await api.create_integration(failing.url(), ["order.paid"], name="Always failing")
+        watcher = await api.create_integration(observer.url("/updated"), ["integration.updated"], name="Watcher")
+        event = await api.publish("order.paid", {"id": "o-disable"})
+        job_id = job_ids(event)[0]
+        await failing.wait_for(1)
+
+        await poll(lambda: api.get(f"/v2/integrations/{integ['id']}"), lambda a: a["data"]["enabled"] is False,
+                   timeout=DISABLE_AFTER + 20)
+        # the disable commits with the attempt that triggered it: what is logged now is every attempt there is
+        page = await api.get(f"/v2/integrations/{integ['id']}/logs")
+        logs = page["data"]
+        attempts = page["results"]["total"]
+        assert len(logs) == attempts and len(failing.requests) == attempts
+        assert [log["attempt"] for log in logs] == list(range(attempts, 0, -1))
+        assert all(log["succeeded"] is False and log["status_code"] == 500 for log in logs)
+        span = (created_at(logs[0]) - created_at(logs[-1])).total_seconds()
+        assert span >= DISABLE_AFTER - 0.05, f"disabled after {span:.2f} s of failures, before the window passed"
+        assert span < DISABLE_AFTER + 1.5, f"disabled only after {span:.2f} s of failures"
+        assert 2 <= attempts < DISABLE_ATTEMPTS, attempts
+
+        job = await api.job(integ["id"], job_id)
+        assert job["status"] == "cancelled" and job["attempts"] == attempts and job["next_attempt_at"] is None
+        jobs = await api.get(f"/v2/integrations/{integ['id']}/jobs")
+        assert [(j["id"], j["status"]) for j in jobs["data"]] == [(job_id, "cancelled")]
+
+        (req,) = await observer.wait_for(1)
+        body = body_of(req)
+        assert body["triggered_by"] == "integration.updated"
+        assert body["integration"]["id"] == watcher["id"]
+        updated = body["payload"]["data"]
+        assert (updated["id"], updated["type"], updated["name"]) == (integ["id"], "integration", "Always failing")
+        assert updated["enabled"] is False
+        await api.wait_job(watcher["id"], lower(req["headers"])["webhook-id"], "succeeded")
+
+        # Absence of further attempts: a bounded look of five retry delays (0.2 s each), failing at the first one.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            now_logged = (await api.get(f"/v2/integrations/{integ['id']}/logs"))["results"]["total"]
+            assert (now_logged, len(failing.requests)) == (attempts, attempts), "an attempt after the disable"
+            await asyncio.sleep(0.1)
+        assert (await api.get(f"/v2/integrations/{integ['id']}"))["data"]["enabled"] is False
+        assert (await api.job(integ["id"], job_id))["status"] == "cancelled"
+        assert len(observer.requests) == 1  # one integration.updated, not one per later failure
+
+
+async def test_a_success_within_disable_after_keeps_the_integration_enabled(disable_api: Api) -> None:
+    """`failing_since` is set by the first failure of a run of failures and cleared by a success. An integration
+    that recovers half-way through the window stays enabled, even when it fails again past the window counted
+    from its very first failure: its new run of failures is younger than HERALD_DISABLE_AFTER."""
+    api = disable_api
+    first: list[float] = []
+    late: list[float] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        if not first:
+            first.append(now)
+        if (await request.json())["payload"]["id"] == "o-recovers":
+            ok = now >= first[0] + DISABLE_AFTER / 2
+        else:  # fails again, until one failure past the window counted from the first failure of all
+            ok = bool(late)
+            if not ok and now >= first[0] + DISABLE_AFTER + 0.2:
+                late.append(now)
+        return web.Response(status=200 if ok else 500, text="ok" if ok else "nope")
+
+    async with Receiver(handler) as rcv:
+        integ = await api.create_integration(rcv.url(), ["order.paid"])
+        recovers = job_ids(await api.publish("order.paid", {"id": "o-recovers"}))[0]
+        job = await api.wait_job(integ["id"], recovers, "succeeded", "failed", "cancelled", timeout=DISABLE_AFTER + 20)
+        assert job["status"] == "succeeded" and job["attempts"] >= 2, job
+        assert (await api.get(f"/v2/integrations/{integ['id']}"))["data"]["enabled"] is True
+
+        again = job_ids(await api.publish("order.paid", {"id": "o-fails-again"}))[0]
+        job = await api.wait_job(integ["id"], again, "succeeded", "failed", "cancelled", timeout=DISABLE_AFTER + 20)
+        logs = (await api.get(f"/v2/integrations/{integ['id']}/logs"))["data"][::-1]  # oldest first
+        assert len(logs) == len(rcv.requests)
+        recovery = next(log for log in logs if log["succeeded"])
+        failed_again = [
+            log for log in logs if not log["succeeded"] and log["relationships"]["job"]["data"]["id"] == again
+        ]
+        enabled = (await api.get(f"/v2/integrations/{integ['id']}"))["data"]["enabled"]
+        since_first: float | None = None
+        since_recovery: float | None = None
+        if failed_again:
+            since_first = (created_at(failed_again[-1]) - created_at(logs[0])).total_seconds()
+            since_recovery = (created_at(failed_again[-1]) - created_at(recovery)).total_seconds()
+        seen = (f"second job {job['status']}, integration enabled: {enabled}; its last failure came {since_first} s"
+                f" after the first failure of all and {since_recovery} s after the recovery (window {DISABLE_AFTER} s)")
+        assert job["status"] == "succeeded" and enabled is True, seen
+        assert late and since_first is not None and since_recovery is not None, seen
+        assert since_first >= DISABLE_AFTER + 0.1, seen  # it would be disabled, had the success not cleared the count
+        assert since_recovery < DISABLE_AFTER, seen  # precondition: the second run of failures is younger than that
+        assert job["attempts"] == len(failed_again) + 1
 
 
 @pytest.mark.parametrize("status", [429, 503])
