@@ -47,3 +47,16 @@ def test_postgresql_text_is_derived_and_postgresql_only_statements_refuse_sqlite
         only.for_sqlite()
     with pytest.raises(ValueError):
         Sql(None)
+
+
+def test_log_columns_are_the_logs_table() -> None:
+    """`LogRow` spells the log columns once; the statements derived from it must name the table's columns."""
+    from herald.db.logs import LOG_COLUMNS
+    from herald.db.queue import _INSERT_LOGS, _RECORD_PG
+    from herald.db.tables import logs
+
+    assert {name for name, _ in LOG_COLUMNS} == {c.name for c in logs.columns}
+    for name, kind in LOG_COLUMNS:
+        assert f"u.{name}" in _RECORD_PG.postgresql
+        assert kind in {"text", "bool", "int", "float8", "timestamptz"}
+    assert _INSERT_LOGS.for_sqlite().count("?") == len(LOG_COLUMNS)
