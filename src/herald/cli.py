@@ -214,9 +214,10 @@ def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--jso
     if json:
         typer.echo(orjson.dumps([integration_resource(r, base) for r in rows]).decode())
         return
+    width = max((len(r["integration_type"]) for r in rows), default=0)
     for r in rows:
         state = "enabled " if r["enabled"] else "disabled"
-        typer.echo(f"{r['id']}  {state}  {r['integration_type']:<8} {r['name']}  observes {','.join(r['observes'])}")
+        typer.echo(f"{r['id']}  {state}  {r['integration_type']:<{width}} {r['name']}  observes {','.join(r['observes'])}")
 
 
 def _log_line(row: dict[str, Any]) -> str:
