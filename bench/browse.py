@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -47,7 +47,7 @@ def log_rows(store_id: str, integration_ids: list[str], n: int, start_ms: int) -
         body, status, error = FAILED if failed else ("ok", 200, "")
         yield (uuid7(ms, 2 * i), store_id, integration_ids[i % len(integration_ids)], uuid7(ms, 2 * i + 1),
                not failed, 2 if failed else 1, 0.0123, body, status, error,
-               datetime.fromtimestamp(ms / 1000, timezone.utc))
+               datetime.fromtimestamp(ms / 1000, UTC))
 
 
 # The running totals Herald keeps beside its logs (table log_counts), made here for the rows loaded directly.

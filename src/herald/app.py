@@ -17,12 +17,12 @@ from starlette.routing import Match
 from herald import __version__
 from herald.api import auth, events, health, integrations, jobs, logs
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
-from herald.domain.ids import new_id
-from herald.settings import Settings
 from herald.db import stores as store_repo
 from herald.db.database import Database
 from herald.db.operator_events import OperatorEvents
 from herald.db.publisher import Publisher
+from herald.domain.ids import new_id
+from herald.settings import Settings
 
 log = logging.getLogger("herald")
 

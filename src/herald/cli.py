@@ -111,8 +111,8 @@ def worker() -> None:
 
     async def main() -> None:
         from herald.app import settle_heap
-        from herald.delivery.worker import Worker
         from herald.db.database import Database
+        from herald.delivery.worker import Worker
 
         db = Database(settings.database_url)
         runner = Worker(settings, db)
@@ -180,8 +180,8 @@ def stores_create(
 @stores_app.command("list")
 def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List stores (never their secrets)."""
-    from herald.domain.ids import rfc3339
     from herald.db import stores
+    from herald.domain.ids import rfc3339
 
     async def go(db: Any) -> list[Any]:
         async with db.read() as conn:
@@ -201,8 +201,8 @@ StoreOpt = Annotated[str, typer.Option("--store", help="The store id (see `heral
 @integrations_app.command("list")
 def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List a store's integrations (secrets masked)."""
-    from herald.domain.representations import integration_resource
     from herald.db import integrations
+    from herald.domain.representations import integration_resource
 
     async def go(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
@@ -275,8 +275,8 @@ def jobs_retry(
     status: Annotated[str, typer.Option(help="With no job id: retry every job in this status.")] = "failed",
 ) -> None:
     """Grant one more attempt, due now, to a job or to every job of a status."""
-    from herald.domain.ids import utcnow
     from herald.db import jobs
+    from herald.domain.ids import utcnow
 
     async def go(db: Any) -> int:
         async with db.write() as conn:

@@ -422,7 +422,7 @@ async def test_timeout_is_logged_without_status_code(timeout_api: Api) -> None:
     async def stall(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(release.wait(), 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.Response(text="too late")
 
@@ -764,7 +764,7 @@ async def test_disabling_during_an_attempt_stops_further_attempts(api: Api, acti
     async def hold_then_fail(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(release.wait(), 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.Response(status=500, text="nope")
 

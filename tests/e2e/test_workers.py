@@ -30,7 +30,17 @@ from aiohttp import web
 
 from herald.db.database import Database
 from herald.db.tables import jobs, logs
-from tests.support.server import HERALD, HeraldProcess, Receiver, create_store, free_port, herald_env, poll, start, token
+from tests.support.server import (
+    HERALD,
+    HeraldProcess,
+    Receiver,
+    create_store,
+    free_port,
+    herald_env,
+    poll,
+    start,
+    token,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -27,11 +27,11 @@ from herald.api.jsonapi import (
     request_body,
     unprocessable,
 )
-from herald.domain.ids import utcnow
 from herald.db import integrations as repo
 from herald.db.operator_events import OperatorEvents
 from herald.db.tables import integrations as t
 from herald.domain.destinations import DESTINATIONS, Destination
+from herald.domain.ids import utcnow
 from herald.domain.integrations import ValidationFailed, validate_create, validate_update
 from herald.domain.representations import integration_resource
 

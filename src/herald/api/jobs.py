@@ -22,10 +22,10 @@ from herald.api.jsonapi import (
     parse_time,
     unprocessable,
 )
-from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 from herald.db import integrations as integration_repo
 from herald.db import jobs as repo
 from herald.db.tables import jobs as t
+from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 
 router = APIRouter(prefix="/v2/integrations", tags=["jobs"])
 

@@ -21,11 +21,11 @@ from herald.api.jsonapi import (
     parse_int,
     parse_time,
 )
-from herald.domain.ids import rfc3339
 from herald.db import integrations as integration_repo
 from herald.db import jobs as job_repo
 from herald.db import logs as repo
 from herald.db.tables import logs as t
+from herald.domain.ids import rfc3339
 
 router = APIRouter(prefix="/v2/integrations", tags=["logs"])
 

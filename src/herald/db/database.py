@@ -11,12 +11,11 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from herald.db.notify import JOBS_DUE, Notifier
-
 
 BUSY_WAIT = 0.05  # seconds a statement may block on another process's lock before we back off
 WRITE_LOCK_WAIT = 30.0  # seconds a write waits for another process's write lock in all
@@ -73,7 +72,7 @@ class InlineSQLiteConnection(aiosqlite.Connection):
             raise ValueError("Connection closed")
         return fn(*args, **kwargs)
 
-    async def _connect(self) -> "InlineSQLiteConnection":
+    async def _connect(self) -> InlineSQLiteConnection:
         if self._connection is None:
             self._connection = self._connector()
         return self

@@ -12,13 +12,11 @@ Values are stored exactly as SQLAlchemy stores them: on SQLite a timestamp is th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-UTC = timezone.utc
 
 
 class Sql:

@@ -8,12 +8,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.domain.events import matches
-from herald.domain.ids import new_id
 from herald.db import integrations as integration_repo
 from herald.db.driver_sql import Driver, Sql
 from herald.db.notify import NOTIFY_SQL, jobs_due
 from herald.db.tables import events, jobs
+from herald.domain.events import matches
+from herald.domain.ids import new_id
 
 
 @dataclass(slots=True)

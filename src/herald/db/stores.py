@@ -11,8 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.domain.ids import new_id, utcnow
 from herald.db.tables import meta, stores
+from herald.domain.ids import new_id, utcnow
 
 
 @dataclass(slots=True)

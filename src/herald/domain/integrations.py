@@ -4,6 +4,7 @@ model in `herald.domain.destinations`. Pure: no I/O."""
 from __future__ import annotations
 
 from typing import Any
+
 from herald.domain.destinations import DESTINATIONS, ValidationFailed, validate_configuration
 from herald.domain.events import is_valid_pattern
 from herald.domain.masking import is_masked_echo, secret_fields

@@ -7,7 +7,7 @@ import math
 import socket
 import ssl
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
@@ -163,8 +163,8 @@ def parse_retry_after(value: str | None) -> float | None:
 def _date_delay(value: str) -> float:
     when = parsedate_to_datetime(value)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - datetime.now(timezone.utc)).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 def _describe(exc: Exception, url: str) -> str:
