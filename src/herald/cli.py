@@ -14,7 +14,9 @@ import typer
 from herald import __version__
 from herald.settings import Settings
 
-app = typer.Typer(help="Herald: self-hosted webhooks and integrations (Moltin Integrations API v2).", no_args_is_help=True)
+app = typer.Typer(
+    help="Herald: self-hosted webhooks and integrations (Moltin Integrations API v2).", no_args_is_help=True
+)
 stores_app = typer.Typer(help="Stores (tenants) and their API credentials.", no_args_is_help=True)
 integrations_app = typer.Typer(help="Look at a store's integrations.", no_args_is_help=True)
 logs_app = typer.Typer(help="Look at delivery logs.", no_args_is_help=True)
@@ -189,7 +191,9 @@ def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
     rows = _run(go)
     if json:
-        typer.echo(orjson.dumps([{"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": rfc3339(r.created_at)} for r in rows]).decode())
+        typer.echo(orjson.dumps([
+            {"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": rfc3339(r.created_at)} for r in rows
+        ]).decode())
         return
     for r in rows:
         typer.echo(f"{r.id}  {r.client_id}  {r.name}")
@@ -199,7 +203,9 @@ StoreOpt = Annotated[str, typer.Option("--store", help="The store id (see `heral
 
 
 @integrations_app.command("list")
-def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def integrations_list(
+    store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
     """List a store's integrations (secrets masked)."""
     from herald.db import integrations
     from herald.domain.representations import integration_resource
@@ -256,7 +262,8 @@ def logs_tail(
                 cond = [t.c.store_id == store, t.c.id > last]
                 if integration:
                     cond.append(t.c.integration_id == integration)
-                new = (await conn.execute(sa.select(*logs.COLUMNS).where(*cond).order_by(t.c.id).limit(1000))).mappings().all()
+                query = sa.select(*logs.COLUMNS).where(*cond).order_by(t.c.id).limit(1000)
+                new = (await conn.execute(query)).mappings().all()
             for row in new:
                 typer.echo(_log_line(dict(row)))
                 last = row["id"]

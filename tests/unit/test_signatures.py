@@ -82,7 +82,8 @@ def test_body_has_spec_shape_with_resources_as_json_string() -> None:
 
 def test_deleted_event_resources_is_the_object_itself() -> None:
     payload = {"type": "integration", "id": "integration-7"}
-    body = json.loads(webhook_body(make_message(triggered_by="integration.deleted", payload_json=orjson.dumps(payload).decode())))
+    message = make_message(triggered_by="integration.deleted", payload_json=orjson.dumps(payload).decode())
+    body = json.loads(webhook_body(message))
     assert body["resources"] == payload
     assert body["payload"] == payload
 

@@ -134,7 +134,9 @@ async def get_integration(request: Request, integration_id: str) -> JSONResponse
     return JSONResponse({"data": serialize(request, row)})
 
 
-@router.put("/{integration_id}", summary="Update an integration (partial)", openapi_extra=request_body(IntegrationEnvelope))
+@router.put(
+    "/{integration_id}", summary="Update an integration (partial)", openapi_extra=request_body(IntegrationEnvelope)
+)
 async def update_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)

@@ -202,8 +202,14 @@ def collection(
             "current": _page_url(request, limit=page.limit, offset=page.offset),
             "first": _page_url(request, limit=page.limit, offset=0),
             "last": _page_url(request, limit=page.limit, offset=last_offset),
-            "prev": _page_url(request, limit=page.limit, offset=max(page.offset - page.limit, 0)) if page.offset > 0 else None,
-            "next": _page_url(request, limit=page.limit, offset=page.offset + page.limit) if page.offset + page.limit < total else None,
+            "prev": (
+                _page_url(request, limit=page.limit, offset=max(page.offset - page.limit, 0))
+                if page.offset > 0 else None
+            ),
+            "next": (
+                _page_url(request, limit=page.limit, offset=page.offset + page.limit)
+                if page.offset + page.limit < total else None
+            ),
         }
     page_meta = {"limit": page.limit, "offset": page.offset, "current": current, "total": pages}
     if flat_meta:

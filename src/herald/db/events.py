@@ -85,11 +85,14 @@ class Batch:
             if self.jobs:
                 await jobs_due(conn)
         elif self.jobs:
-            events = (now, *map(list, zip(*self.events)))
-            await db.all(_PG_EVENTS_AND_JOBS, (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
+            events = (now, *map(list, zip(*self.events, strict=True)))
+            await db.all(
+                _PG_EVENTS_AND_JOBS,
+                (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs, strict=True))),
+            )
             await jobs_due(conn, notified=True)
         elif self.events:
-            await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events))))
+            await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events, strict=True))))
 
 
 async def publish(

@@ -58,7 +58,9 @@ async def count(conn: AsyncConnection) -> int:
 
 
 async def list_all(conn: AsyncConnection) -> list[StoreRow]:
-    rows = await conn.execute(sa.select(stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at).order_by(stores.c.id))
+    rows = await conn.execute(
+        sa.select(stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at).order_by(stores.c.id)
+    )
     return [StoreRow(*r) for r in rows]
 
 

@@ -144,7 +144,10 @@ def _target(url_text: str, allow_private: bool) -> URL:
 def _failure_detail(status: int, headers: CIMultiDictProxy[str]) -> str:
     if 300 <= status < 400:
         location = headers.get("Location") or "(no Location header)"
-        return f"The receiver answered a {status} redirect to {location}, which is not followed - treating webhook as a fail"
+        return (
+            f"The receiver answered a {status} redirect to {location}, which is not followed"
+            " - treating webhook as a fail"
+        )
     return NON_2XX
 
 

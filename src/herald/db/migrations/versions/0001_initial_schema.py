@@ -55,7 +55,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_jobs_due', ['run_at'], unique=False, postgresql_where=sa.text("status IN ('pending', 'delivering')"), sqlite_where=sa.text("status IN ('pending', 'delivering')"))
+        batch_op.create_index('ix_jobs_due', ['run_at'], unique=False,
+                              postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+                              sqlite_where=sa.text("status IN ('pending', 'delivering')"))
         batch_op.create_index('ix_jobs_event', ['event_id'], unique=False)
         batch_op.create_index('ix_jobs_integration', ['integration_id', 'id'], unique=False)
 
@@ -130,7 +132,9 @@ def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_integration')
         batch_op.drop_index('ix_jobs_event')
-        batch_op.drop_index('ix_jobs_due', postgresql_where=sa.text("status IN ('pending', 'delivering')"), sqlite_where=sa.text("status IN ('pending', 'delivering')"))
+        batch_op.drop_index('ix_jobs_due',
+                            postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+                            sqlite_where=sa.text("status IN ('pending', 'delivering')"))
 
     op.drop_table('jobs')
     op.drop_table('idempotency_keys')
