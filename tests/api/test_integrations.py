@@ -61,7 +61,9 @@ async def test_get_and_list(client, store: StoreCreds) -> None:
           "username": "u", "password": "p"}}, "data.configuration.addresses[0]"),
     ],
 )
-async def test_validation_names_the_field(client, store: StoreCreds, overrides, source) -> None:  # type: ignore[no-untyped-def]
+async def test_validation_names_the_field(  # type: ignore[no-untyped-def]
+    client, store: StoreCreds, overrides, source
+) -> None:
     r = await client.post("/v2/integrations", json=webhook_body(**overrides), headers=store.headers)
     assert r.status_code == 422, r.text
     error = r.json()["errors"][0]

@@ -6,7 +6,7 @@ import base64
 import binascii
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,7 +57,7 @@ def error_response(
     title: str,
     detail: str,
     source: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     err: dict[str, Any] = {"status": status, "title": title, "detail": detail}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -77,7 +77,7 @@ class InlineSQLiteConnection(aiosqlite.Connection):
             self._connection = self._connector()
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, InlineSQLiteConnection]:
         return self._connect().__await__()
 
     def stop(self) -> None:

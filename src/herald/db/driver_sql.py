@@ -11,12 +11,16 @@ Values are stored exactly as SQLAlchemy stores them: on SQLite a timestamp is th
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class Sql:
@@ -54,8 +58,11 @@ class Driver:
 
     __slots__ = ("_sqlite", "_pg", "is_sqlite")
 
+    _sqlite: sqlite3.Connection | None
+    _pg: psycopg.AsyncConnection[tuple[Any, ...]] | None
+
     def __init__(self, conn: AsyncConnection) -> None:
-        driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        driver: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
         self.is_sqlite = conn.dialect.name == "sqlite"
         self._sqlite = driver._connection if self.is_sqlite else None  # our inline aiosqlite wraps sqlite3
         self._pg = None if self.is_sqlite else driver
@@ -67,7 +74,7 @@ class Driver:
             return None
         return sqlite_ts(value) if self.is_sqlite else value
 
-    def ts_out(self, value: Any) -> datetime | None:
+    def ts_out(self, value: datetime | str | None) -> datetime | None:
         """A timestamp read back: aware UTC on both backends."""
         if value is None:
             return None

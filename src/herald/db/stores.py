@@ -80,7 +80,8 @@ async def token_key(conn: AsyncConnection) -> str:
     """The key that signs access tokens when HERALD_SECRET_KEY is unset: made once, shared through the database."""
     row = (await conn.execute(sa.select(meta.c.value).where(meta.c.key == "token_key"))).first()
     if row:
-        return row[0]
+        stored: str = row[0]
+        return stored
     key = secrets.token_urlsafe(48)
     await conn.execute(meta.insert().values(key="token_key", value=key))
     return key
