@@ -1,4 +1,4 @@
-# Herald: `make run` starts it on an embedded SQLite file; `make test` runs the whole suite.
+# Herald: `make run` starts it on an embedded SQLite file; `make test` runs the whole suite; `make lint` ruff and mypy.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test install bench bench-full clean
+.PHONY: run test install lint bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ run: $(STAMP)
 test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+LINT_STAMP := $(VENV)/.lint-stamp
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,lint]'
+	@touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(BENCH_STAMP): $(STAMP)
@@ -39,4 +49,4 @@ bench-full: $(BENCH_STAMP)
 	$(PY) -m bench --full
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules .pytest_cache
+	rm -rf $(VENV) tests/js/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -30,15 +30,20 @@ IMG = ROOT / "docs" / "img"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small sizes, whole run under 5 minutes (default)")
-    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the big tables (tens of minutes)")
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small sizes, whole run under 5 minutes (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="the big tables (tens of minutes)")
     p.set_defaults(mode="quick")
     p.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
     p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     p.add_argument("--json", type=Path, default=None,
-                   help="results file (default bench/results/latest.json, latest-full.json with --full, partial.json with --only)")
+                   help="results file (default bench/results/latest.json, latest-full.json with --full,"
+                        " partial.json with --only)")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md and docs/img/")
     p.add_argument("--profile", action="store_true", help="py-spy the Herald process during the throughput scenario")
     p.add_argument("--keep-logs", type=Path, default=None, help="copy every process's output into this folder")
@@ -114,7 +119,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"\nwhole run: {seconds:.0f} s")
     result = {
         "mode": args.mode, "command": command, "seconds": round(seconds, 1),
-        "machine": before | {"load_after": os.getloadavg()}, "rows": [r.as_dict() for r in rows], "details": ctx.details,
+        "machine": before | {"load_after": os.getloadavg()}, "rows": [r.as_dict() for r in rows],
+        "details": ctx.details,
     }
     default = "partial.json" if args.partial else ("latest.json" if args.mode == "quick" else "latest-full.json")
     out = args.json or ROOT / "bench" / "results" / default

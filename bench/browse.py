@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -47,7 +47,7 @@ def log_rows(store_id: str, integration_ids: list[str], n: int, start_ms: int) -
         body, status, error = FAILED if failed else ("ok", 200, "")
         yield (uuid7(ms, 2 * i), store_id, integration_ids[i % len(integration_ids)], uuid7(ms, 2 * i + 1),
                not failed, 2 if failed else 1, 0.0123, body, status, error,
-               datetime.fromtimestamp(ms / 1000, timezone.utc))
+               datetime.fromtimestamp(ms / 1000, UTC))
 
 
 # The running totals Herald keeps beside its logs (table log_counts), made here for the rows loaded directly.
@@ -66,7 +66,9 @@ def fill(db: Database, store_id: str, integration_ids: list[str], n: int) -> str
         insert = f"INSERT INTO logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         done = 0
         while done < n:
-            chunk = [(*r[:10], r[10].strftime("%Y-%m-%d %H:%M:%S.%f")) for _, r in zip(range(CHUNK), rows)]
+            chunk = [
+                (*r[:10], r[10].strftime("%Y-%m-%d %H:%M:%S.%f")) for _, r in zip(range(CHUNK), rows, strict=False)
+            ]
             conn.execute("BEGIN")
             conn.executemany(insert, chunk)
             conn.execute("COMMIT")
@@ -83,13 +85,17 @@ def fill(db: Database, store_id: str, integration_ids: list[str], n: int) -> str
     return uuid7(start_ms + n // 2, 2 * (n // 2))
 
 
-async def pages(herald: Process, credentials: dict[str, str], n: int, middle: str, integration_id: str) -> dict[str, list[float] | None]:
+async def pages(
+    herald: Process, credentials: dict[str, str], n: int, middle: str, integration_id: str
+) -> dict[str, list[float] | None]:
     """REQUESTS timed GETs per kind of page (after two untimed ones); every answer must be a full page."""
     kinds: dict[str, tuple[str, dict[str, str]] | None] = {
         "first page": ("/v2/integrations/logs", {"page[limit]": "100"}),
         f"offset {DEEP_OFFSET:,}": ("/v2/integrations/logs", {"page[limit]": "100", "page[offset]": str(DEEP_OFFSET)})
         if n >= DEEP_OFFSET + 100 else None,
-        "cursor from the middle": ("/v2/integrations/logs", {"page[limit]": "100", "page[after]": encode_cursor(middle)}),
+        "cursor from the middle": (
+            "/v2/integrations/logs", {"page[limit]": "100", "page[after]": encode_cursor(middle)}
+        ),
         "filtered eq(succeeded,false)": (f"/v2/integrations/{integration_id}/logs",
                                          {"page[limit]": "100", "filter": "eq(succeeded,false)"}),
     }
@@ -115,7 +121,10 @@ async def pages(herald: Process, credentials: dict[str, str], n: int, middle: st
 
 async def integrations(herald: Process, credentials: dict[str, str]) -> list[str]:
     async with Api(herald.url, credentials) as api:
-        return [await api.create_integration("http://127.0.0.1:9/hook", f"Bench {i}", enabled=False) for i in range(INTEGRATIONS)]
+        return [
+            await api.create_integration("http://127.0.0.1:9/hook", f"Bench {i}", enabled=False)
+            for i in range(INTEGRATIONS)
+        ]
 
 
 def one_size(ctx: Context, backend: str, n: int) -> list[Row]:

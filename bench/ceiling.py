@@ -1,4 +1,5 @@
-"""The ceiling: a bare aiohttp client sending the same POSTs to the same receiver, with Herald's concurrency and no storage."""
+"""The ceiling: a bare aiohttp client sending the same POSTs to the same receiver, with Herald's concurrency and
+no storage."""
 
 from __future__ import annotations
 

@@ -280,7 +280,10 @@ class Api:
         )
         async with self.session.post(
             f"{self.base_url}/oauth/access_token",
-            data={"grant_type": "client_credentials", **{k: self.credentials[k] for k in ("client_id", "client_secret")}},
+            data={
+                "grant_type": "client_credentials",
+                **{k: self.credentials[k] for k in ("client_id", "client_secret")},
+            },
         ) as r:
             r.raise_for_status()
             token = (await r.json())["access_token"]
@@ -330,7 +333,9 @@ def order(i: int, **extra: Any) -> dict[str, Any]:
 # --- waiting and statistics -----------------------------------------------------------------------
 
 
-async def wait_until(fn: Callable[[], Awaitable[T]], until: Callable[[T], bool], timeout: float, every: float = 0.05) -> T:
+async def wait_until(
+    fn: Callable[[], Awaitable[T]], until: Callable[[T], bool], timeout: float, every: float = 0.05
+) -> T:
     """Call `fn` until `until(result)` holds; fail with the last result when the deadline passes."""
     deadline = time.monotonic() + timeout
     while True:

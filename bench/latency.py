@@ -24,7 +24,9 @@ WARMUP = 1.0
 TARGETS = {"p50": 10.0, "p99": 50.0}
 
 
-async def steady(herald: Process, receiver: Process, credentials: dict[str, str], seconds: float) -> dict[str, list[float]]:
+async def steady(
+    herald: Process, receiver: Process, credentials: dict[str, str], seconds: float
+) -> dict[str, list[float]]:
     """Publish at RATE for WARMUP + seconds; answer latencies in ms: send→hit, send→202 and 202→hit."""
     async with Api(herald.url, credentials) as api:
         await api.create_integration(f"{receiver.url}/hook")

@@ -64,6 +64,6 @@ def run(ctx: Context, backend: str) -> list[Row]:
     return [
         Row(NAME, backend, f"max worker RSS, {big:,} jobs", peaks[big], "MB", TARGET_MB, "<=",
             note=f"start {series[str(big)][0][1]:.0f} MB; drained at {rates[big]:,.0f}/s"),
-        Row(NAME, backend, f"RSS growth {small:,} → {big:,} jobs", peaks[big] - peaks[small], "MB", TARGET_GROWTH_MB, "<=",
-            note=f"max {peaks[small]:.1f} MB with {small:,} jobs"),
+        Row(NAME, backend, f"RSS growth {small:,} → {big:,} jobs", peaks[big] - peaks[small], "MB",
+            TARGET_GROWTH_MB, "<=", note=f"max {peaks[small]:.1f} MB with {small:,} jobs"),
     ]

@@ -25,7 +25,9 @@ TARGET_SINGLE = 2000.0  # requests per second
 TARGET_BATCHED = 20000.0  # events per second
 
 
-async def hammer(connections: int, seconds: float, request: Callable[[int], Awaitable[object]]) -> tuple[float, list[float]]:
+async def hammer(
+    connections: int, seconds: float, request: Callable[[int], Awaitable[object]]
+) -> tuple[float, list[float]]:
     """`connections` clients, each sending one request after the other for `seconds`: (requests/s, latencies ms)."""
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
@@ -42,7 +44,9 @@ async def hammer(connections: int, seconds: float, request: Callable[[int], Awai
     return len(latencies) / (time.monotonic() - started), latencies
 
 
-async def measure(herald: Process, receiver: Process, credentials: dict[str, str], seconds: float) -> dict[str, tuple[float, list[float]]]:
+async def measure(
+    herald: Process, receiver: Process, credentials: dict[str, str], seconds: float
+) -> dict[str, tuple[float, list[float]]]:
     async with Api(herald.url, credentials, connections=SINGLE_CONNECTIONS) as api:
         await api.create_integration(f"{receiver.url}/hook")
         single = lambda i: api.publish_one(order(i))  # noqa: E731

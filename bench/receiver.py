@@ -34,7 +34,9 @@ class Receiver:
         return web.Response(text="ok")
 
     async def stats(self, _: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps({"count": self.count, "sample": self.sample}), content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"count": self.count, "sample": self.sample}), content_type="application/json"
+        )
 
     async def arrivals_view(self, _: web.Request) -> web.Response:
         out = []

@@ -9,7 +9,7 @@ import re
 import sqlite3
 import subprocess
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ def table(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER) - 1)]
     out = []
     for n, line in enumerate(lines):
-        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1])
+        # widths stop before the last column, which is not padded
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1])
         if n == 0:
             out.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
     return "\n".join(s.rstrip() for s in out)
@@ -89,7 +90,9 @@ def markdown(rows: list[Row]) -> str:
 def machine(postgres_version: str | None) -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor())
-    mem_kb = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")), 0)
+    mem_kb = next(
+        (int(line.split()[1]) for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")), 0
+    )
 
     def git(*args: str) -> str:
         try:
@@ -100,7 +103,7 @@ def machine(postgres_version: str | None) -> dict[str, Any]:
     from herald import __version__
 
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
@@ -207,7 +210,7 @@ def plots(rows: list[Row], details: dict[str, Any], img_dir: Path, mode: str) ->
         xs = range(len(bars))
         ax.bar([x - 0.2 for x in xs], [r.value for r in bars], 0.4, label="Herald")
         ax.bar([x + 0.2 for x in xs], [r.ceiling or 0 for r in bars], 0.4, label="ceiling (bare aiohttp client)")
-        for x, r in zip(xs, bars):
+        for x, r in zip(xs, bars, strict=True):
             if r.target is not None:
                 ax.hlines(r.target, x - 0.45, x + 0.45, colors="red", linestyles="dashed")
         ax.set_xticks(list(xs), labels, fontsize=8)

@@ -20,7 +20,9 @@ TARGET = {"postgresql": 5000.0, "sqlite": 3000.0}
 SHARE_OF_CEILING = 40.0
 
 
-async def deliver_backlog(session: Session, api_process: Process, receiver: Process, credentials: dict[str, str], n: int) -> tuple[float, float]:
+async def deliver_backlog(
+    session: Session, api_process: Process, receiver: Process, credentials: dict[str, str], n: int
+) -> tuple[float, float]:
     """Publish n events and wait until n logs are recorded: (deliveries per second, seconds spent publishing)."""
     async with Api(api_process.url, credentials) as api:
         await api.create_integration(f"{receiver.url}/hook")

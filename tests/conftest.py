@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from herald.app import create_app
+from herald.db.migrate import upgrade
 from herald.settings import Settings
 from tests.support.helpers import StoreCreds, make_settings, new_store
-from herald.db.migrate import upgrade
 
 PG_ADMIN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("HERALD_REQUIRE_POSTGRES", "") not in ("", "0", "false")

@@ -17,17 +17,18 @@ from starlette.routing import Match
 from herald import __version__
 from herald.api import auth, events, health, integrations, jobs, logs
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
-from herald.domain.ids import new_id
-from herald.settings import Settings
 from herald.db import stores as store_repo
 from herald.db.database import Database
 from herald.db.operator_events import OperatorEvents
 from herald.db.publisher import Publisher
+from herald.domain.ids import new_id
+from herald.settings import Settings
 
 log = logging.getLogger("herald")
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests"}
+           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+           429: "Too Many Requests"}
 
 
 async def _token_key(db: Database, settings: Settings) -> str:
@@ -155,7 +156,9 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Any:
         request_id = new_id()
-        log.error("unexpected error on %s %s (request_id=%s)", request.method, request.url.path, request_id, exc_info=exc)
+        log.error(
+            "unexpected error on %s %s (request_id=%s)", request.method, request.url.path, request_id, exc_info=exc
+        )
         return error_response(
             500, "Internal Server Error", "Something went wrong; the request_id identifies it in the logs",
             request_id=request_id,

@@ -14,7 +14,9 @@ import typer
 from herald import __version__
 from herald.settings import Settings
 
-app = typer.Typer(help="Herald: self-hosted webhooks and integrations (Moltin Integrations API v2).", no_args_is_help=True)
+app = typer.Typer(
+    help="Herald: self-hosted webhooks and integrations (Moltin Integrations API v2).", no_args_is_help=True
+)
 stores_app = typer.Typer(help="Stores (tenants) and their API credentials.", no_args_is_help=True)
 integrations_app = typer.Typer(help="Look at a store's integrations.", no_args_is_help=True)
 logs_app = typer.Typer(help="Look at delivery logs.", no_args_is_help=True)
@@ -111,8 +113,8 @@ def worker() -> None:
 
     async def main() -> None:
         from herald.app import settle_heap
-        from herald.delivery.worker import Worker
         from herald.db.database import Database
+        from herald.delivery.worker import Worker
 
         db = Database(settings.database_url)
         runner = Worker(settings, db)
@@ -180,8 +182,8 @@ def stores_create(
 @stores_app.command("list")
 def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List stores (never their secrets)."""
-    from herald.domain.ids import rfc3339
     from herald.db import stores
+    from herald.domain.ids import rfc3339
 
     async def go(db: Any) -> list[Any]:
         async with db.read() as conn:
@@ -189,7 +191,9 @@ def stores_list(json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
     rows = _run(go)
     if json:
-        typer.echo(orjson.dumps([{"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": rfc3339(r.created_at)} for r in rows]).decode())
+        typer.echo(orjson.dumps([
+            {"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": rfc3339(r.created_at)} for r in rows
+        ]).decode())
         return
     for r in rows:
         typer.echo(f"{r.id}  {r.client_id}  {r.name}")
@@ -199,10 +203,12 @@ StoreOpt = Annotated[str, typer.Option("--store", help="The store id (see `heral
 
 
 @integrations_app.command("list")
-def integrations_list(store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def integrations_list(
+    store: StoreOpt, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
     """List a store's integrations (secrets masked)."""
-    from herald.domain.representations import integration_resource
     from herald.db import integrations
+    from herald.domain.representations import integration_resource
 
     async def go(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
@@ -257,7 +263,8 @@ def logs_tail(
                 cond = [t.c.store_id == store, t.c.id > last]
                 if integration:
                     cond.append(t.c.integration_id == integration)
-                new = (await conn.execute(sa.select(*logs.COLUMNS).where(*cond).order_by(t.c.id).limit(1000))).mappings().all()
+                query = sa.select(*logs.COLUMNS).where(*cond).order_by(t.c.id).limit(1000)
+                new = (await conn.execute(query)).mappings().all()
             for row in new:
                 typer.echo(_log_line(dict(row)))
                 last = row["id"]
@@ -276,8 +283,8 @@ def jobs_retry(
     status: Annotated[str, typer.Option(help="With no job id: retry every job in this status.")] = "failed",
 ) -> None:
     """Grant one more attempt, due now, to a job or to every job of a status."""
-    from herald.domain.ids import utcnow
     from herald.db import jobs
+    from herald.domain.ids import utcnow
 
     async def go(db: Any) -> int:
         async with db.write() as conn:

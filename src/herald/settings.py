@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
 from typing import Annotated
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE,
-        description="Delays in seconds after each failed attempt, comma-separated; its length + 1 is the number of attempts.",
+        description=(
+            "Delays in seconds after each failed attempt, comma-separated; its length + 1 is the number of attempts."
+        ),
     )
     retry_jitter: float = Field(0.1, description="Relative jitter applied to each retry delay (0.1 = ±10 %).")
     retry_after_max: float = Field(86400, description="Upper bound in seconds for a receiver's Retry-After.")
@@ -47,7 +49,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         60.0, description="How long a worker holds a claimed job before another worker may take it over."
     )
-    worker_concurrency: int = Field(512, description="Jobs a worker process holds at once (being sent, or waiting for their integration's turn).")
+    worker_concurrency: int = Field(
+        512, description="Jobs a worker process holds at once (being sent, or waiting for their integration's turn)."
+    )
     worker_batch: int = Field(250, description="Jobs claimed per database round trip.")
     worker_poll_interval: float = Field(1.0, description="Longest sleep of an idle worker between checks for due jobs.")
     per_host_connections: int = Field(

@@ -76,7 +76,11 @@ async def test_missing_invalid_and_expired_tokens_are_401(client, app, store: St
     r = await client.get("/v2/integrations", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401
     assert "expired" in r.json()["errors"][0]["detail"]
-    forged = jwt.encode({"sub": store.id, "grant": "client_credentials", "exp": int(time.time()) + 60}, "another-signing-key-of-at-least-32-bytes", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": store.id, "grant": "client_credentials", "exp": int(time.time()) + 60},
+        "another-signing-key-of-at-least-32-bytes",
+        algorithm="HS256",
+    )
     assert (await client.get("/v2/integrations", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
 
 

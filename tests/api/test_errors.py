@@ -22,7 +22,9 @@ def _error(r: httpx.Response, status: int) -> dict:
 
 
 async def test_invalid_json_is_400(client, store: StoreCreds) -> None:
-    r = await client.post("/v2/integrations", content=b"{not json", headers={**store.headers, "Content-Type": "application/json"})
+    r = await client.post(
+        "/v2/integrations", content=b"{not json", headers={**store.headers, "Content-Type": "application/json"}
+    )
     assert "not valid JSON" in _error(r, 400)["detail"]
     r = await client.post("/v2/events", content=b"", headers=store.headers)
     _error(r, 400)
@@ -102,7 +104,8 @@ async def test_openapi_and_docs(client) -> None:
     for path in ("/oauth/access_token", "/v2/integrations", "/v2/integrations/{integration_id}",
                  "/v2/integrations/logs", "/v2/integrations/{integration_id}/logs",
                  "/v2/integrations/{integration_id}/jobs", "/v2/integrations/{integration_id}/jobs/{job_id}/logs",
-                 "/v2/integrations/{integration_id}/jobs/{job_id}", "/v2/integrations/{integration_id}/jobs/{job_id}/retry",
+                 "/v2/integrations/{integration_id}/jobs/{job_id}",
+                 "/v2/integrations/{integration_id}/jobs/{job_id}/retry",
                  "/v2/integrations/{integration_id}/jobs/retry", "/v2/events", "/v2/events/{event_id}",
                  "/v2/integrations/{integration_id}/signing-secret", "/healthz", "/readyz"):
         assert path in paths, path

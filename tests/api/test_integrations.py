@@ -61,7 +61,9 @@ async def test_get_and_list(client, store: StoreCreds) -> None:
           "username": "u", "password": "p"}}, "data.configuration.addresses[0]"),
     ],
 )
-async def test_validation_names_the_field(client, store: StoreCreds, overrides, source) -> None:  # type: ignore[no-untyped-def]
+async def test_validation_names_the_field(  # type: ignore[no-untyped-def]
+    client, store: StoreCreds, overrides, source
+) -> None:
     r = await client.post("/v2/integrations", json=webhook_body(**overrides), headers=store.headers)
     assert r.status_code == 422, r.text
     error = r.json()["errors"][0]
@@ -182,16 +184,21 @@ async def test_herald_raises_integration_events(client, store: StoreCreds) -> No
     assert event["payload"] == {"type": "integration", "id": other["id"]}
     created = jobs[-2]  # newest first: deleted, updated, created(other), created(watcher)
     assert created["triggered_by"] == "integration.created"
-    payload = (await client.get(f"/v2/events/{created['relationships']['event']['data']['id']}", headers=store.headers)).json()["data"]["payload"]
+    event_id = created["relationships"]["event"]["data"]["id"]
+    payload = (await client.get(f"/v2/events/{event_id}", headers=store.headers)).json()["data"]["payload"]
     assert payload["data"]["id"] == other["id"]
     assert payload["data"]["configuration"]["secret_key"].startswith("*")
 
 
 async def test_signing_secret_and_rotation(client, store: StoreCreds) -> None:
     data = await _create(client, store)
-    first = (await client.get(f"/v2/integrations/{data['id']}/signing-secret", headers=store.headers)).json()["data"]["key"]
+    first = (
+        await client.get(f"/v2/integrations/{data['id']}/signing-secret", headers=store.headers)
+    ).json()["data"]["key"]
     assert first.startswith("whsec_")
     rotated = (await client.post(f"/v2/integrations/{data['id']}/signing-secret/rotate", headers=store.headers)).json()
     assert rotated["data"]["key"].startswith("whsec_") and rotated["data"]["key"] != first
-    now = (await client.get(f"/v2/integrations/{data['id']}/signing-secret", headers=store.headers)).json()["data"]["key"]
+    now = (
+        await client.get(f"/v2/integrations/{data['id']}/signing-secret", headers=store.headers)
+    ).json()["data"]["key"]
     assert now == rotated["data"]["key"]

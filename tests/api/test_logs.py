@@ -94,8 +94,9 @@ async def test_a_nul_in_the_answer_is_recorded_and_blocks_nothing(live) -> None:
     app, client = live
     store: StoreCreds = await new_store(app, client)
     async with Receiver(_nul) as rx:
-        created = await client.post("/v2/integrations", json=webhook_body(enabled=True, configuration={"url": rx.url()}),
-                                    headers=store.headers)
+        created = await client.post(
+            "/v2/integrations", json=webhook_body(enabled=True, configuration={"url": rx.url()}), headers=store.headers
+        )
         integration = created.json()["data"]["id"]
         await client.post("/v2/events", json={"data": {"type": "event", "triggered_by": "order.paid", "payload": {}}},
                           headers=store.headers)

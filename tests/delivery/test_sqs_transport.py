@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from herald.delivery.transports.base import attempt
-from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.sqs import SqsTransport
+from herald.domain.messages import OutboundMessage
 
 try:
     import boto3
@@ -209,7 +209,7 @@ async def test_rejected_credentials_fail_with_a_clear_error(transport: SqsTransp
     # moto checks signatures against its IAM once this many unauthenticated calls are used up.
     process, endpoint = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
-        result = await attempt(transport, 
+        result = await attempt(transport,
             _message(_config(endpoint, f"{endpoint}/123456789012/herald-any"))
         )
     finally:

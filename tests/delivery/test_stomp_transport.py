@@ -22,9 +22,9 @@ import orjson
 import pytest
 
 from herald.delivery.transports.base import attempt
-from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.stomp import StompTransport
 from herald.domain.cloudevents import CONTENT_TYPE
+from herald.domain.messages import OutboundMessage
 
 BROKER = ("127.0.0.1", 61613)
 BROKER_URL = "stomp://127.0.0.1:61613"

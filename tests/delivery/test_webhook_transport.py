@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import orjson
@@ -18,8 +18,8 @@ from standardwebhooks import Webhook
 from herald import __version__
 from herald.delivery.guard import is_blocked_address
 from herald.delivery.transports.base import attempt
-from herald.domain.messages import OutboundMessage
 from herald.delivery.transports.webhook import NON_2XX, WebhookTransport, parse_retry_after
+from herald.domain.messages import OutboundMessage
 from herald.domain.signatures import generate_secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,7 +34,7 @@ def make_message(url: str, **overrides: object) -> OutboundMessage:
         triggered_by="order.paid",
         attempt=1,
         payload_json=orjson.dumps({"data": {"id": "order-9"}}).decode(),
-        event_created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        event_created_at=datetime(2024, 1, 1, tzinfo=UTC),
         integration_id="integration-1",
         integration_type="webhook",
         integration_name="Order paid",
@@ -169,7 +169,7 @@ async def test_429_retry_after_seconds(receiver: StartReceiver, transport: Webho
 
 async def test_503_retry_after_http_date(receiver: StartReceiver, transport: WebhookTransport) -> None:
     async def handler(request: web.Request) -> web.Response:
-        when = format_datetime(datetime.fromtimestamp(time.time() + 120, timezone.utc), usegmt=True)
+        when = format_datetime(datetime.fromtimestamp(time.time() + 120, UTC), usegmt=True)
         return web.Response(status=503, headers={"Retry-After": when})
 
     result = await attempt(transport, make_message(await receiver(handler)))

@@ -56,7 +56,9 @@ def test_stores_create_and_list(tmp_path: Path) -> None:
 
 
 def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], check=True
+    )
     wheel = next(tmp_path.glob("herald-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "herald/db/migrations/env.py" in names

@@ -115,11 +115,14 @@ async def run_script(
     try:
         doc = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        pytest.fail(f"node {script} exited {proc.returncode} without a JSON document\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        pytest.fail(
+            f"node {script} exited {proc.returncode} without a JSON document\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
     if expect_ok and (proc.returncode != 0 or not doc.get("ok")):
         pytest.fail(
             f"node {script} exited {proc.returncode}; failed step: {json.dumps(doc.get('failure'), indent=2)}\n"
-            f"document:\n{json.dumps(doc, indent=2)[:6000]}\nstderr:\n{stderr[-3000:]}\nherald:\n{herald.output()[-4000:]}"
+            f"document:\n{json.dumps(doc, indent=2)[:6000]}\nstderr:\n{stderr[-3000:]}\n"
+            f"herald:\n{herald.output()[-4000:]}"
         )
     return doc
 
@@ -172,7 +175,8 @@ def assert_log_shape(log: dict[str, Any], integration_id: str, job_id: str) -> N
 
 
 async def test_integration_lifecycle_with_js_sdk(node: str, herald: HeraldProcess, store: dict[str, str]) -> None:
-    """Script A: Authenticate, Create, All, All with Filter+Limit, Get, Update (sending back the masked secret), Delete, Get -> 404."""
+    """Script A: Authenticate, Create, All, All with Filter+Limit, Get, Update (sending back the masked secret),
+    Delete, Get -> 404."""
     name = f"JS SDK {secrets.token_hex(3)}"
     secret = f"sdk-secret-{secrets.token_hex(6)}"
     async with Receiver() as receiver:

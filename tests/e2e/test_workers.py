@@ -30,7 +30,17 @@ from aiohttp import web
 
 from herald.db.database import Database
 from herald.db.tables import jobs, logs
-from tests.support.server import HERALD, HeraldProcess, Receiver, create_store, free_port, herald_env, poll, start, token
+from tests.support.server import (
+    HERALD,
+    HeraldProcess,
+    Receiver,
+    create_store,
+    free_port,
+    herald_env,
+    poll,
+    start,
+    token,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -272,7 +282,9 @@ async def test_sigkilled_worker_loses_nothing_and_every_attempt_is_recorded_once
 # --- 1b. a delivery slower than the lease: the worker renews its lease, nobody takes it over -------
 
 
-async def test_delivery_slower_than_the_lease_is_made_once_and_recorded_once(own_database: str, cluster_for: Any) -> None:
+async def test_delivery_slower_than_the_lease_is_made_once_and_recorded_once(
+    own_database: str, cluster_for: Any
+) -> None:
     """A 1 s lease and a receiver that takes 4 s: a live worker keeps its leases, so the job is neither taken
     over (by itself or another worker) nor sent again, and its one attempt is recorded."""
     count = 3
@@ -346,7 +358,9 @@ async def test_attempt_finishing_after_its_lease_was_taken_over_is_not_recorded(
             assert not await cluster.logs(integration_id), "A's late attempts were not recorded"
 
             release_b.set()
-            await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=30, every=0.1)
+            await poll(
+                lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=30, every=0.1
+            )
             logged = await cluster.logs(integration_id)
             assert_attempts_recorded_once(logged, job_ids)
             assert all(entries == [(1, True)] for entries in logged.values())
@@ -445,7 +459,9 @@ async def test_two_workers_share_the_queue_and_deliver_each_job_once(own_postgre
         workers = [await cluster.start_worker(), await cluster.start_worker()]
         job_ids = await cluster.publish(count)
 
-        await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=60, every=0.25)
+        await poll(
+            lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=60, every=0.25
+        )
 
         logged = await cluster.logs(integration_id)
         assert_attempts_recorded_once(logged, job_ids)
@@ -503,7 +519,9 @@ async def test_attempts_are_recorded_after_the_database_connection_drops(own_pos
             assert killed and killed[0] >= 1, "the worker's pooled connection was terminated"
 
             release.set()
-            await poll(lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=20, every=0.1)
+            await poll(
+                lambda: cluster.statuses(integration_id), lambda s: s == {"succeeded": count}, timeout=20, every=0.1
+            )
             logged = await cluster.logs(integration_id)
             assert_attempts_recorded_once(logged, job_ids)
             assert all(entries == [(1, True)] for entries in logged.values())

@@ -40,7 +40,11 @@ async def new_store(app: object, client: httpx.AsyncClient, name: str = "Test st
         created = await stores.create(conn, name)
     r = await client.post(
         "/oauth/access_token",
-        data={"grant_type": "client_credentials", "client_id": created.client_id, "client_secret": created.client_secret},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": created.client_id,
+            "client_secret": created.client_secret,
+        },
     )
     assert r.status_code == 200, r.text
     return StoreCreds(created.id, created.client_id, created.client_secret, r.json()["access_token"])

@@ -67,7 +67,9 @@ class HeraldProcess:
         return self.proc.returncode
 
 
-def start(args: list[str], env: dict[str, str], log_path: Path, port: int | None = None, timeout: float = 30) -> HeraldProcess:
+def start(
+    args: list[str], env: dict[str, str], log_path: Path, port: int | None = None, timeout: float = 30
+) -> HeraldProcess:
     """Start `herald <args>` and wait (poll with a deadline) until /readyz answers, when it serves HTTP."""
     handle = log_path.open("w")
     proc = subprocess.Popen(HERALD + args, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
@@ -171,7 +173,9 @@ class Receiver:
         return self.requests
 
 
-async def poll(fn: Callable[[], Awaitable[Any]], until: Callable[[Any], bool], timeout: float = 20, every: float = 0.05) -> Any:
+async def poll(
+    fn: Callable[[], Awaitable[Any]], until: Callable[[Any], bool], timeout: float = 20, every: float = 0.05
+) -> Any:
     """Call `fn` until `until(result)` holds or the deadline passes (then fail with the last result)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -77,7 +77,9 @@ def test_filter_parser() -> None:
     assert parse_filter_string("eq(succeeded,false):ge(created_at,2026-11-01T00:00:00Z)") == [
         ("eq", "succeeded", "false"), ("ge", "created_at", "2026-11-01T00:00:00Z"),
     ]
-    assert parse_filter_string('eq(name,"a, b (c)"):like(name,*x*)') == [("eq", "name", "a, b (c)"), ("like", "name", "*x*")]
+    assert parse_filter_string('eq(name,"a, b (c)"):like(name,*x*)') == [
+        ("eq", "name", "a, b (c)"), ("like", "name", "*x*"),
+    ]
     for bad in ("eq(name,x", "eq(name,x)eq(a,b)", "noparen", 'eq(name,"open)'):
         with pytest.raises(APIError) as err:
             parse_filter_string(bad)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -11,8 +11,8 @@ from herald.db.driver_sql import Sql, sqlite_ts
 from herald.db.tables import UTCDateTime
 
 MOMENTS = [
-    datetime(2026, 11, 26, 17, 5, 3, 123456, tzinfo=timezone.utc),
-    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),  # no microseconds: still written with .000000
+    datetime(2026, 11, 26, 17, 5, 3, 123456, tzinfo=UTC),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds: still written with .000000
     datetime(2026, 6, 1, 2, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),  # another offset: stored as UTC
 ]
 
@@ -33,8 +33,8 @@ def test_sqlite_timestamps_match_sqlalchemy_storage(moment: datetime) -> None:
 
 
 def test_sqlite_timestamps_sort_as_time() -> None:
-    earlier = datetime(2026, 11, 26, 9, 59, 59, 999999, tzinfo=timezone.utc)
-    later = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+    earlier = datetime(2026, 11, 26, 9, 59, 59, 999999, tzinfo=UTC)
+    later = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
     assert sqlite_ts(earlier) < sqlite_ts(later)
 
 

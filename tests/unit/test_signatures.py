@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -13,8 +13,8 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from herald.domain.messages import OutboundMessage
-from herald.domain.webhook_request import webhook_body, webhook_headers
 from herald.domain.signatures import generate_secret, sign
+from herald.domain.webhook_request import webhook_body, webhook_headers
 
 
 def make_message(**overrides: object) -> OutboundMessage:
@@ -25,7 +25,7 @@ def make_message(**overrides: object) -> OutboundMessage:
         triggered_by="order.paid",
         attempt=2,
         payload_json=orjson.dumps({"data": {"id": "order-9", "total": 12.5, "note": "café"}}).decode(),
-        event_created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        event_created_at=datetime(2024, 1, 1, tzinfo=UTC),
         integration_id="integration-1",
         integration_type="webhook",
         integration_name="Order paid",
@@ -82,7 +82,8 @@ def test_body_has_spec_shape_with_resources_as_json_string() -> None:
 
 def test_deleted_event_resources_is_the_object_itself() -> None:
     payload = {"type": "integration", "id": "integration-7"}
-    body = json.loads(webhook_body(make_message(triggered_by="integration.deleted", payload_json=orjson.dumps(payload).decode())))
+    message = make_message(triggered_by="integration.deleted", payload_json=orjson.dumps(payload).decode())
+    body = json.loads(webhook_body(message))
     assert body["resources"] == payload
     assert body["payload"] == payload
 

@@ -177,7 +177,9 @@ def _caller(request: Request) -> Caller:
     if caller is not None:
         return caller
     try:
-        claims = jwt.decode(token, request.app.state.token_key, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(
+            token, request.app.state.token_key, algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
     except jwt.ExpiredSignatureError:
         raise APIError(401, "Unauthorized", "The access token has expired") from None
     except jwt.PyJWTError:
@@ -194,6 +196,8 @@ async def require_store(request: Request) -> str:
     the check itself (a third of a publish request's CPU), and it would add nothing to the OpenAPI document."""
     caller = _caller(request)
     if caller.grant != "client_credentials":
-        raise APIError(403, "Forbidden", "An implicit token cannot access integrations or events; use client_credentials")
+        raise APIError(
+            403, "Forbidden", "An implicit token cannot access integrations or events; use client_credentials"
+        )
     return caller.store_id
 

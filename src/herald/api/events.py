@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, request_body, unprocessable
-from herald.domain.events import EVENT_KEYS
-from herald.domain.ids import rfc3339, utcnow
 from herald.db import events as repo
 from herald.db.tables import idempotency_keys
+from herald.domain.events import EVENT_KEYS
+from herald.domain.ids import rfc3339, utcnow
 
 router = APIRouter(prefix="/v2/events", tags=["events"])
 

@@ -22,10 +22,10 @@ from herald.api.jsonapi import (
     parse_time,
     unprocessable,
 )
-from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 from herald.db import integrations as integration_repo
 from herald.db import jobs as repo
 from herald.db.tables import jobs as t
+from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 
 router = APIRouter(prefix="/v2/integrations", tags=["jobs"])
 
@@ -66,7 +66,9 @@ async def list_jobs(request: Request, integration_id: str) -> JSONResponse:
         await _require_integration(conn, store_id, integration_id)
         rows, total = await repo.page(conn, store_id, integration_id, where, page.limit, page.offset, page.after)
     data = [serialize(r) for r in rows]
-    return JSONResponse(collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=False))
+    return JSONResponse(
+        collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=False)
+    )
 
 
 @router.get("/{integration_id}/jobs/{job_id}", summary="Get a job")
@@ -88,7 +90,9 @@ async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONR
         if row is None:
             raise not_found()
         if row["status"] not in repo.RETRYABLE:
-            raise APIError(409, "Conflict", f"The job is {row['status']}; only failed, succeeded or cancelled jobs can be retried")
+            raise APIError(
+                409, "Conflict", f"The job is {row['status']}; only failed, succeeded or cancelled jobs can be retried"
+            )
         await repo.retry(conn, store_id, integration_id, job_id, now)
         row = await repo.get(conn, store_id, integration_id, job_id)
     return JSONResponse({"data": serialize(row)}, status_code=202)  # type: ignore[arg-type]

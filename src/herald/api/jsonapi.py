@@ -6,7 +6,7 @@ import base64
 import binascii
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,7 +57,7 @@ def error_response(
     title: str,
     detail: str,
     source: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     err: dict[str, Any] = {"status": status, "title": title, "detail": detail}
@@ -202,8 +202,14 @@ def collection(
             "current": _page_url(request, limit=page.limit, offset=page.offset),
             "first": _page_url(request, limit=page.limit, offset=0),
             "last": _page_url(request, limit=page.limit, offset=last_offset),
-            "prev": _page_url(request, limit=page.limit, offset=max(page.offset - page.limit, 0)) if page.offset > 0 else None,
-            "next": _page_url(request, limit=page.limit, offset=page.offset + page.limit) if page.offset + page.limit < total else None,
+            "prev": (
+                _page_url(request, limit=page.limit, offset=max(page.offset - page.limit, 0))
+                if page.offset > 0 else None
+            ),
+            "next": (
+                _page_url(request, limit=page.limit, offset=page.offset + page.limit)
+                if page.offset + page.limit < total else None
+            ),
         }
     page_meta = {"limit": page.limit, "offset": page.offset, "current": current, "total": pages}
     if flat_meta:

@@ -21,11 +21,11 @@ from herald.api.jsonapi import (
     parse_int,
     parse_time,
 )
-from herald.domain.ids import rfc3339
 from herald.db import integrations as integration_repo
 from herald.db import jobs as job_repo
 from herald.db import logs as repo
 from herald.db.tables import logs as t
+from herald.domain.ids import rfc3339
 
 router = APIRouter(prefix="/v2/integrations", tags=["logs"])
 
@@ -66,7 +66,9 @@ async def _answer(request: Request, store_id: str, **scope: Any) -> JSONResponse
             raise not_found()
         rows, total = await repo.page(conn, store_id, where, page.limit, page.offset, page.after, **scope)
     data = [serialize(r) for r in rows]
-    return JSONResponse(collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=True))
+    return JSONResponse(
+        collection(request, data, page, total, last_id=rows[-1]["id"] if rows else None, flat_meta=True)
+    )
 
 
 def _counted(raw: str | None) -> tuple[bool | None] | None:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from herald.db.notify import JOBS_DUE, Notifier
-
 
 BUSY_WAIT = 0.05  # seconds a statement may block on another process's lock before we back off
 WRITE_LOCK_WAIT = 30.0  # seconds a write waits for another process's write lock in all
@@ -73,12 +72,12 @@ class InlineSQLiteConnection(aiosqlite.Connection):
             raise ValueError("Connection closed")
         return fn(*args, **kwargs)
 
-    async def _connect(self) -> "InlineSQLiteConnection":
+    async def _connect(self) -> InlineSQLiteConnection:
         if self._connection is None:
             self._connection = self._connector()
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, InlineSQLiteConnection]:
         return self._connect().__await__()
 
     def stop(self) -> None:

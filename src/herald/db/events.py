@@ -8,12 +8,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.domain.events import matches
-from herald.domain.ids import new_id
 from herald.db import integrations as integration_repo
 from herald.db.driver_sql import Driver, Sql
 from herald.db.notify import NOTIFY_SQL, jobs_due
 from herald.db.tables import events, jobs
+from herald.domain.events import matches
+from herald.domain.ids import new_id
 
 
 @dataclass(slots=True)
@@ -85,11 +85,14 @@ class Batch:
             if self.jobs:
                 await jobs_due(conn)
         elif self.jobs:
-            events = (now, *map(list, zip(*self.events)))
-            await db.all(_PG_EVENTS_AND_JOBS, (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs))))
+            events = (now, *map(list, zip(*self.events, strict=True)))
+            await db.all(
+                _PG_EVENTS_AND_JOBS,
+                (*events, self.max_attempts, now, now, now, *map(list, zip(*self.jobs, strict=True))),
+            )
             await jobs_due(conn, notified=True)
         elif self.events:
-            await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events))))
+            await db.run(_PG_EVENTS_ONLY, (now, *map(list, zip(*self.events, strict=True))))
 
 
 async def publish(

@@ -61,7 +61,12 @@ async def exists(conn: AsyncConnection, store_id: str, integration_id: str, *, i
 
 
 async def page(
-    conn: AsyncConnection, store_id: str, where: list[sa.ColumnElement[bool]], limit: int, offset: int, after: str | None
+    conn: AsyncConnection,
+    store_id: str,
+    where: list[sa.ColumnElement[bool]],
+    limit: int,
+    offset: int,
+    after: str | None,
 ) -> tuple[list[dict[str, Any]], int]:
     cond = sa.and_(_live(store_id), *where)
     total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(cond))).scalar_one()
@@ -101,7 +106,9 @@ async def delete(
 ) -> bool:
     """Soft-delete (the logs keep pointing at it), cancel its pending jobs, raise integration.deleted."""
     result = await conn.execute(
-        t.update().where(_live(store_id), t.c.id == integration_id).values(deleted_at=now, enabled=False, updated_at=now)
+        t.update()
+        .where(_live(store_id), t.c.id == integration_id)
+        .values(deleted_at=now, enabled=False, updated_at=now)
     )
     if not result.rowcount:
         return False

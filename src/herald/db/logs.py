@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.db import counts
 from herald.db.tables import logs as t
 
+
 @dataclass(slots=True)
 class LogRow:
     """One attempt as it is stored. The field order is the column order of every statement that writes logs."""

@@ -32,10 +32,14 @@ class OperatorEvents:
         self.max_attempts = max_attempts
 
     async def integration_created(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
-        await self._raise(conn, row["store_id"], "integration.created", {"data": integration_resource(row, self.base_url)})
+        await self._raise(
+            conn, row["store_id"], "integration.created", {"data": integration_resource(row, self.base_url)}
+        )
 
     async def integration_updated(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
-        await self._raise(conn, row["store_id"], "integration.updated", {"data": integration_resource(row, self.base_url)})
+        await self._raise(
+            conn, row["store_id"], "integration.updated", {"data": integration_resource(row, self.base_url)}
+        )
 
     async def integration_deleted(self, conn: AsyncConnection, store_id: str, integration_id: str) -> None:
         await self._raise(conn, store_id, "integration.deleted", {"type": "integration", "id": integration_id})

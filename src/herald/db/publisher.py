@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from herald.domain.ids import utcnow
 from herald.db import events as event_repo
 from herald.db.database import Database
+from herald.domain.ids import utcnow
 
 MAX_GROUP = 500  # requests written per transaction at most
 

@@ -65,7 +65,8 @@ class Outcome:
 _INTEGRATION_COLUMNS = tuple(f.name for f in dataclasses.fields(IntegrationSnapshot))
 _CLAIM = Sql(
     "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ? ORDER BY run_at LIMIT ?)"
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ?"
+    " ORDER BY run_at LIMIT ?)"
     " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts",
     # one round trip: the claimed jobs with their events' payloads and their integrations
     "WITH c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
@@ -143,7 +144,8 @@ _RECORD_PG = Sql(
     " done AS (UPDATE jobs SET status = u.status, attempts = u.attempt, run_at = u.run_at, lease_token = NULL,"
     " updated_at = %s FROM u WHERE jobs.id = u.job_id AND jobs.lease_token = u.token AND jobs.status = 'delivering'"
     " RETURNING jobs.id),"
-    f" logged AS (INSERT INTO logs ({', '.join(LOG_COLUMN_NAMES)}) SELECT {', '.join('u.' + c for c in LOG_COLUMN_NAMES)}"
+    f" logged AS (INSERT INTO logs ({', '.join(LOG_COLUMN_NAMES)})"
+    f" SELECT {', '.join('u.' + c for c in LOG_COLUMN_NAMES)}"
     " FROM u JOIN done ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
     " counted AS (INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
     " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
@@ -155,7 +157,9 @@ _RECORD_PG = Sql(
 
 
 def _log_values(db: Driver, log: LogRow) -> tuple[Any, ...]:
-    return tuple(db.ts(v) if c in TIMESTAMP_COLUMNS else v for c, v in zip(LOG_COLUMN_NAMES, log_values(log)))
+    return tuple(
+        db.ts(v) if c in TIMESTAMP_COLUMNS else v for c, v in zip(LOG_COLUMN_NAMES, log_values(log), strict=True)
+    )
 
 
 async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
@@ -170,7 +174,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     if not db.is_sqlite:
         logs = [log_values(o.log) for o in outcomes]
         columns = [[o.job.lease_token for o in outcomes], [o.status for o in outcomes], [o.run_at for o in outcomes]]
-        columns += [list(column) for column in zip(*logs)]
+        columns += [list(column) for column in zip(*logs, strict=True)]
         finished = {r[0] for r in await db.all(_RECORD_PG, (*columns, now))}
         kept = [o for o in outcomes if o.job.id in finished]
         await _mark_failing(db, kept, now)

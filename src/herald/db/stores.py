@@ -11,8 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.domain.ids import new_id, utcnow
 from herald.db.tables import meta, stores
+from herald.domain.ids import new_id, utcnow
 
 
 @dataclass(slots=True)
@@ -58,7 +58,9 @@ async def count(conn: AsyncConnection) -> int:
 
 
 async def list_all(conn: AsyncConnection) -> list[StoreRow]:
-    rows = await conn.execute(sa.select(stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at).order_by(stores.c.id))
+    rows = await conn.execute(
+        sa.select(stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at).order_by(stores.c.id)
+    )
     return [StoreRow(*r) for r in rows]
 
 
@@ -78,7 +80,8 @@ async def token_key(conn: AsyncConnection) -> str:
     """The key that signs access tokens when HERALD_SECRET_KEY is unset: made once, shared through the database."""
     row = (await conn.execute(sa.select(meta.c.value).where(meta.c.key == "token_key"))).first()
     if row:
-        return row[0]
+        stored: str = row[0]
+        return stored
     key = secrets.token_urlsafe(48)
     await conn.execute(meta.insert().values(key="token_key", value=key))
     return key

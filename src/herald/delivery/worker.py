@@ -209,7 +209,9 @@ class Worker:
                 transport = self.transport(job.integration.integration_type)
             except Exception as exc:  # an unknown type or a transport that cannot be made: a log row, not a stuck job
                 log.exception("no transport for job %s", job.id)
-                result = AttemptResult(False, None, "", f"The delivery failed inside Herald ({type(exc).__name__}).", 0.0)
+                result = AttemptResult(
+                    False, None, "", f"The delivery failed inside Herald ({type(exc).__name__}).", 0.0
+                )
             else:
                 result = await attempt(transport, self._message(job))
             self._done.append((job, result))
@@ -275,7 +277,9 @@ class Worker:
                     await jobs_due(conn, other_processes=False)  # our claim loop may need to wake earlier
                 gone = {o.job.integration_id for o in kept if results[o.job.id].gone}
                 failing = {o.job.integration_id for o in kept if not o.log.succeeded}
-                stale = await queue.failing_too_long(conn, failing, now - timedelta(seconds=self.settings.disable_after))
+                stale = await queue.failing_too_long(
+                    conn, failing, now - timedelta(seconds=self.settings.disable_after)
+                )
                 recorded = {o.job.integration_id: o.job.store_id for o in kept}
                 for integration_id in sorted(gone | set(stale)):
                     store_id = recorded[integration_id]

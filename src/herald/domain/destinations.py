@@ -140,13 +140,13 @@ def _is_secret(annotation: Any, metadata: list[Any]) -> bool:
 DESTINATIONS: dict[str, Destination] = {}
 """Every integration type, in the order they are documented; `webhook` is the default."""
 
-C = TypeVar("C", bound=type[DestinationConfig])
+C = TypeVar("C", bound=DestinationConfig)
 
 
-def destination(name: str, summary: str) -> Callable[[C], C]:
+def destination(name: str, summary: str) -> Callable[[type[C]], type[C]]:
     """Register a configuration model as the integration type `name`."""
 
-    def register(model: C) -> C:
+    def register(model: type[C]) -> type[C]:
         if name in DESTINATIONS:
             raise ValueError(f"integration type {name!r} is registered twice")
         secrets = frozenset(n for n, f in model.model_fields.items() if _is_secret(f.annotation, f.metadata))

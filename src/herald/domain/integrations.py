@@ -3,7 +3,8 @@ model in `herald.domain.destinations`. Pure: no I/O."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
 from herald.domain.destinations import DESTINATIONS, ValidationFailed, validate_configuration
 from herald.domain.events import is_valid_pattern
 from herald.domain.masking import is_masked_echo, secret_fields
@@ -46,7 +47,7 @@ def _common(data: dict[str, Any], out: dict[str, Any]) -> None:
 def _envelope(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise ValidationFailed("The request body must be an object with a `data` object", "data")
-    data = body["data"]
+    data: dict[str, Any] = body["data"]
     if data.get("type") != "integration":
         raise ValidationFailed("must be `integration`", "data.type")
     return data
@@ -55,7 +56,7 @@ def _envelope(body: Any) -> dict[str, Any]:
 def _integration_type(value: Any) -> str:
     if value not in INTEGRATION_TYPES:
         raise ValidationFailed(f"must be one of {', '.join(INTEGRATION_TYPES)}", "data.integration_type")
-    return value
+    return cast(str, value)  # one of INTEGRATION_TYPES
 
 
 def validate_create(body: Any) -> dict[str, Any]:

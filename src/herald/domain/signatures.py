@@ -38,7 +38,9 @@ def sign(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
     )
 
 
-def active_secrets(current: str, previous: str | None, previous_expires_at: datetime | None, now: datetime) -> list[str]:
+def active_secrets(
+    current: str, previous: str | None, previous_expires_at: datetime | None, now: datetime
+) -> list[str]:
     """The secrets that sign a delivery now: the current one, and the previous one during its grace period."""
     if previous and previous_expires_at is not None and previous_expires_at > now:
         return [current, previous]

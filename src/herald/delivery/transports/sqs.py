@@ -31,7 +31,6 @@ from herald.domain.cloudevents import cloudevent
 from herald.domain.messages import OutboundMessage
 from herald.settings import Settings
 
-
 # Error codes SQS (query and JSON protocols) answers when the signature or key is refused.
 _CREDENTIAL_CODES = frozenset(
     {

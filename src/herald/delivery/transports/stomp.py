@@ -324,7 +324,9 @@ class StompTransport:
         except (StompFailure, TimeoutError):
             raise
         except Exception as exc:  # e.g. a peer speaking another protocol
-            raise StompFailure(f"The STOMP delivery failed while {self._phase()} ({type(exc).__name__}).", str(exc)) from exc
+            raise StompFailure(
+                f"The STOMP delivery failed while {self._phase()} ({type(exc).__name__}).", str(exc)
+            ) from exc
         finally:
             self._close_idle()
 

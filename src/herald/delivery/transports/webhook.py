@@ -7,7 +7,7 @@ import math
 import socket
 import ssl
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
@@ -144,7 +144,10 @@ def _target(url_text: str, allow_private: bool) -> URL:
 def _failure_detail(status: int, headers: CIMultiDictProxy[str]) -> str:
     if 300 <= status < 400:
         location = headers.get("Location") or "(no Location header)"
-        return f"The receiver answered a {status} redirect to {location}, which is not followed - treating webhook as a fail"
+        return (
+            f"The receiver answered a {status} redirect to {location}, which is not followed"
+            " - treating webhook as a fail"
+        )
     return NON_2XX
 
 
@@ -163,8 +166,8 @@ def parse_retry_after(value: str | None) -> float | None:
 def _date_delay(value: str) -> float:
     when = parsedate_to_datetime(value)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - datetime.now(timezone.utc)).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 def _describe(exc: Exception, url: str) -> str:

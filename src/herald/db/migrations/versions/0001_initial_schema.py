@@ -1,12 +1,11 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 14:22:54.111734
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -56,7 +55,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_jobs_due', ['run_at'], unique=False, postgresql_where=sa.text("status IN ('pending', 'delivering')"), sqlite_where=sa.text("status IN ('pending', 'delivering')"))
+        batch_op.create_index('ix_jobs_due', ['run_at'], unique=False,
+                              postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+                              sqlite_where=sa.text("status IN ('pending', 'delivering')"))
         batch_op.create_index('ix_jobs_event', ['event_id'], unique=False)
         batch_op.create_index('ix_jobs_integration', ['integration_id', 'id'], unique=False)
 
@@ -131,7 +132,9 @@ def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_integration')
         batch_op.drop_index('ix_jobs_event')
-        batch_op.drop_index('ix_jobs_due', postgresql_where=sa.text("status IN ('pending', 'delivering')"), sqlite_where=sa.text("status IN ('pending', 'delivering')"))
+        batch_op.drop_index('ix_jobs_due',
+                            postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+                            sqlite_where=sa.text("status IN ('pending', 'delivering')"))
 
     op.drop_table('jobs')
     op.drop_table('idempotency_keys')
