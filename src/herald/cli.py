@@ -223,7 +223,8 @@ def integrations_list(
     width = max((len(r["integration_type"]) for r in rows), default=0)
     for r in rows:
         state = "enabled " if r["enabled"] else "disabled"
-        typer.echo(f"{r['id']}  {state}  {r['integration_type']:<{width}} {r['name']}  observes {','.join(r['observes'])}")
+        kind = f"{r['integration_type']:<{width}}"
+        typer.echo(f"{r['id']}  {state}  {kind} {r['name']}  observes {','.join(r['observes'])}")
 
 
 def _log_line(row: dict[str, Any]) -> str:
