@@ -156,10 +156,15 @@ _RECORD_PG = Sql(
 )
 
 
-def _log_values(db: Driver, log: LogRow) -> tuple[Any, ...]:
-    return tuple(
-        db.ts(v) if c in TIMESTAMP_COLUMNS else v for c, v in zip(LOG_COLUMN_NAMES, log_values(log), strict=True)
-    )
+_TIMESTAMPS = tuple(i for i, name in enumerate(LOG_COLUMN_NAMES) if name in TIMESTAMP_COLUMNS)
+
+
+def _log_values(db: Driver, log: LogRow) -> list[Any]:
+    """A log's values for the SQLite insert, timestamps in SQLite's text form."""
+    values = list(log_values(log))
+    for i in _TIMESTAMPS:
+        values[i] = db.ts(values[i])
+    return values
 
 
 async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:

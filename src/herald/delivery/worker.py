@@ -1,7 +1,7 @@
 """The delivery loop: claim due jobs -> gate (per integration) -> deliver -> record every attempt, in batches.
 
 Stages, each one method: `_claim_loop` takes due jobs under a lease, `_admit` waits them for their integration's
-turn (`gate.PerKeyLimit`), `_deliver` makes one attempt through the type's transport (`transports.base.attempt`),
+turn (`gate.PerKeyLimit`), `_start` runs one attempt as its own task (`transports.base.attempt`, reporting to `_ended`),
 `_flush` records a batch of results in one transaction, decides the next state of each job (retry, finish,
 disable the integration) and then tells the outcome hooks.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -72,7 +73,7 @@ class Worker:
         self._transports: dict[str, Transport] = dict(transports or {})
         self._own_transports = not transports
         self._gate: PerKeyLimit[queue.ClaimedJob] = PerKeyLimit(settings.per_host_connections)
-        self._inflight: dict[int, asyncio.Task[None]] = {}  # id() of the ClaimedJob being delivered -> its task
+        self._inflight: dict[int, asyncio.Task[AttemptResult]] = {}  # id() of the ClaimedJob being sent -> its task
         self._tokens: dict[str, str] = {}  # job id -> lease token, for every job held and not yet recorded
         self._done: list[tuple[queue.ClaimedJob, AttemptResult]] = []
         self._done_event = asyncio.Event()
@@ -175,13 +176,17 @@ class Worker:
     def _admit(self, job: queue.ClaimedJob) -> None:
         """Deliver now, or once a delivery of the same integration ends when it already has its share."""
         if self._gate.admit(job.integration_id, job):
-            self._inflight[id(job)] = asyncio.create_task(self._deliver(job))
+            self._start(job)
 
-    def _ended(self, job: queue.ClaimedJob) -> None:
-        del self._inflight[id(job)]
+    def _ended(self, job: queue.ClaimedJob, result: AttemptResult | None) -> None:
+        """An attempt ended (None: cancelled at shutdown): queue its result, hand its place to the next job."""
+        if result is not None:
+            self._done.append((job, result))
+            self._done_event.set()
+        self._inflight.pop(id(job), None)
         following = self._gate.release(job.integration_id)
         if following is not None and not self._stop.is_set():  # once stopping, its lease is released unstarted
-            self._inflight[id(following)] = asyncio.create_task(self._deliver(following))
+            self._start(following)
         self._slot_free.set()
 
     # --- deliver ------------------------------------------------------------------------------------------------
@@ -203,21 +208,17 @@ class Worker:
             signing_secrets=i.signing_secrets(utcnow()),
         )
 
-    async def _deliver(self, job: queue.ClaimedJob) -> None:
+    def _start(self, job: queue.ClaimedJob) -> None:
+        """One task per attempt: `attempt` itself, which reports to `_ended` (no wrapper coroutine per delivery)."""
         try:
-            try:
-                transport = self.transport(job.integration.integration_type)
-            except Exception as exc:  # an unknown type or a transport that cannot be made: a log row, not a stuck job
-                log.exception("no transport for job %s", job.id)
-                result = AttemptResult(
-                    False, None, "", f"The delivery failed inside Herald ({type(exc).__name__}).", 0.0
-                )
-            else:
-                result = await attempt(transport, self._message(job))
-            self._done.append((job, result))
-            self._done_event.set()
-        finally:
-            self._ended(job)
+            transport = self.transport(job.integration.integration_type)
+        except Exception as exc:  # an unknown type or a transport that cannot be made: a log row, not a stuck job
+            log.exception("no transport for job %s", job.id)
+            broken = AttemptResult(False, None, "", f"The delivery failed inside Herald ({type(exc).__name__}).", 0.0)
+            asyncio.get_running_loop().call_soon(self._ended, job, broken)  # not from here: _ended may start the next
+            return
+        then = functools.partial(self._ended, job)
+        self._inflight[id(job)] = asyncio.create_task(attempt(transport, self._message(job), then=then))
 
     async def _renew_loop(self) -> None:
         """Every third of a lease, extend the leases of jobs not yet recorded; runs until `stop` ends it."""
