@@ -15,13 +15,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from herald import __version__
-from herald.api import auth, events, health, integrations, jobs, logs
+from herald.api import auth, events, health, integrations, jobs, logs, metrics
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
 from herald.db import stores as store_repo
 from herald.db.database import Database
 from herald.db.operator_events import OperatorEvents
 from herald.db.publisher import Publisher
 from herald.domain.ids import new_id
+from herald.metrics import Metrics, MetricsMiddleware
 from herald.settings import Settings
 
 log = logging.getLogger("herald")
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
             from herald.delivery.worker import Worker
 
             runner = Worker(settings, db)
+            app.state.metrics.watch(runner)
             await runner.start()
+        if settings.metrics_port:
+            app.state.metrics.serve(settings.metrics_port)
         settle_heap()
         try:
             yield
@@ -92,10 +96,12 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     app.state.tokens = auth.TokenCache()
     # events first: routes are matched in order, and publishing is the busiest; logs before integrations:
     # /v2/integrations/logs must not be taken for an integration id
-    for module in (events, health, auth, logs, jobs, integrations):
+    for module in (events, health, metrics, auth, logs, jobs, integrations):
         app.include_router(module.router)
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it counts the 413s too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -115,9 +115,15 @@ def worker() -> None:
         from herald.app import settle_heap
         from herald.db.database import Database
         from herald.delivery.worker import Worker
+        from herald.metrics import Metrics
 
         db = Database(settings.database_url)
         runner = Worker(settings, db)
+        if settings.metrics_port:
+            metrics = Metrics()
+            metrics.watch(runner)
+            metrics.serve(settings.metrics_port)
+            asyncio.get_running_loop().create_task(_refresh_metrics(metrics, db), name="herald-metrics")
         settle_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,6 +137,16 @@ def worker() -> None:
     typer.echo(f"Herald worker {__version__} started (database: {settings.database_url})")
     sys.stdout.flush()
     _run_loop(main())
+
+
+async def _refresh_metrics(metrics: Any, db: Any, every: float = 5.0) -> None:
+    """A worker has no API to refresh the job gauges at scrape time: read them every few seconds instead."""
+    while True:
+        try:
+            await metrics.refresh(db)
+        except Exception:
+            logging.getLogger("herald").warning("metrics: reading the job counts failed", exc_info=True)
+        await asyncio.sleep(every)
 
 
 @app.command()

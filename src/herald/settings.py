@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
     login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    metrics_port: int | None = Field(
+        None,
+        description="Also serve /metrics on this port, on a listener of its own (the only way to scrape a "
+        "`herald worker`). Unset: only the API's GET /metrics.",
+    )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

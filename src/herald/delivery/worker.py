@@ -83,6 +83,16 @@ class Worker:
         self._renewer: asyncio.Task[None] | None = None
         self.delivered = 0  # attempts recorded by this worker
 
+    @property
+    def inflight(self) -> int:
+        """Deliveries being sent now."""
+        return len(self._inflight)
+
+    @property
+    def waiting(self) -> int:
+        """Claimed jobs waiting for their integration's turn."""
+        return self._gate.waiting
+
     # --- life cycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
