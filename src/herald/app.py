@@ -22,6 +22,7 @@ from herald.db.database import Database
 from herald.db.operator_events import OperatorEvents
 from herald.db.publisher import Publisher
 from herald.domain.ids import new_id
+from herald.log import RequestIdMiddleware
 from herald.metrics import Metrics, MetricsMiddleware
 from herald.settings import Settings
 
@@ -101,7 +102,8 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.metrics = Metrics()
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it counts the 413s too
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # it counts the 413s too
+    app.add_middleware(RequestIdMiddleware)  # outermost of ours: every answer gets its X-Request-Id
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -161,13 +163,14 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Any:
-        request_id = new_id()
+        # answered outside the middlewares (Starlette's outermost layer): the X-Request-Id header is set here
+        request_id = request.scope.get("herald.request_id") or new_id()
         log.error(
             "unexpected error on %s %s (request_id=%s)", request.method, request.url.path, request_id, exc_info=exc
         )
         return error_response(
             500, "Internal Server Error", "Something went wrong; the request_id identifies it in the logs",
-            request_id=request_id,
+            headers={"X-Request-Id": request_id}, request_id=request_id,
         )
 
 

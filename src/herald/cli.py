@@ -31,10 +31,9 @@ Port = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start-up
+    from herald.log import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def _run_loop(coro: Any) -> Any:
@@ -69,7 +68,11 @@ async def _first_store(settings: Settings) -> dict[str, str] | None:
 def _uvicorn(asgi: Any, host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(asgi, host=host, port=port, log_level=settings.log_level, proxy_headers=True, server_header=False)
+    # log_config=None: uvicorn's own and its access log lines go through Herald's formatter (herald.log)
+    uvicorn.run(
+        asgi, host=host, port=port, log_level=settings.log_level, log_config=None, proxy_headers=True,
+        server_header=False,
+    )
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
     login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log lines: json (one object per line), text, or auto (json unless stderr is a terminal)."
+    )
     metrics_port: int | None = Field(
         None,
         description="Also serve /metrics on this port, on a listener of its own (the only way to scrape a "

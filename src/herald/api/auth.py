@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
+from herald import log as log_context
 from herald.api.jsonapi import APIError, JSONResponse
 from herald.db import stores as store_repo
 
@@ -199,5 +200,6 @@ async def require_store(request: Request) -> str:
         raise APIError(
             403, "Forbidden", "An implicit token cannot access integrations or events; use client_credentials"
         )
+    log_context.store_id.set(caller.store_id)
     return caller.store_id
 

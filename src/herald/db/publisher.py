@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 from herald.db import events as event_repo
@@ -38,7 +39,8 @@ class Publisher:
     async def publish(self, store_id: str, items: list[tuple[str, str]]) -> list[event_repo.PublishedEvent]:
         """Write the events and their jobs; returns once they are committed."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="herald-publisher")
+            # a context of its own: not the first request's (its request_id would stay on every later log line)
+            self._task = asyncio.create_task(self._run(), name="herald-publisher", context=contextvars.Context())
         request = _Request(store_id, items)
         await self._queue.put(request)
         return await request.done

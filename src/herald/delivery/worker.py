@@ -223,7 +223,8 @@ class Worker:
         try:
             transport = self.transport(job.integration.integration_type)
         except Exception as exc:  # an unknown type or a transport that cannot be made: a log row, not a stuck job
-            log.exception("no transport for job %s", job.id)
+            context = {"job_id": job.id, "integration_id": job.integration_id}
+            log.exception("no transport for job %s", job.id, extra=context)
             broken = AttemptResult(False, None, "", f"The delivery failed inside Herald ({type(exc).__name__}).", 0.0)
             asyncio.get_running_loop().call_soon(self._ended, job, broken)  # not from here: _ended may start the next
             return
@@ -306,7 +307,8 @@ class Worker:
                 del self._tokens[job.id]
         self.delivered += len(kept)
         for integration_id in disabled:
-            log.warning("integration %s disabled after failing deliveries", integration_id)
+            log.warning("integration %s disabled after failing deliveries", integration_id,
+                        extra={"integration_id": integration_id})
         if self.hooks:
             self._tell(Recorded(kept, {o.job.id: results[o.job.id] for o in kept}, disabled, len(batch) - len(kept)))
 

@@ -199,7 +199,9 @@ async def attempt(
         except TimeoutError:
             detail = transport.timeout_detail(timeout, _phase.get())
         except Exception as exc:
-            log.exception("delivery of job %s raised", message.job_id)
+            log.exception("delivery of job %s raised", message.job_id,
+                          extra={"job_id": message.job_id, "integration_id": message.integration_id,
+                                 "store_id": message.store_id})
             detail = f"The delivery failed inside Herald ({type(exc).__name__})."
         result = AttemptResult(
             succeeded=not detail,
