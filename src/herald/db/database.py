@@ -169,10 +169,10 @@ class Database:
                             await conn.rollback()
                             await asyncio.sleep(delay)
                             delay = min(delay * 2, 0.1)
+                    conn.info.pop(JOBS_DUE, None)  # a flag left by a transaction that failed
                     try:
                         yield conn
                     except BaseException:
-                        conn.info.pop(JOBS_DUE, None)
                         await transaction.rollback()
                         raise
                     due = conn.info.pop(JOBS_DUE, False)
@@ -180,10 +180,11 @@ class Database:
         else:
             async with self.engine.connect() as conn:
                 async with conn.begin():  # commits when the block ends without an error
-                    try:
-                        yield conn
-                    finally:
-                        due = conn.info.pop(JOBS_DUE, False)
+                    # The flag is read only on success: after an error (a cancellation included) the connection
+                    # may refuse every use until rolled back, and reading it then would replace that error.
+                    conn.info.pop(JOBS_DUE, None)
+                    yield conn
+                    due = conn.info.pop(JOBS_DUE, False)
         if due:
             self.notifier.wake()
 
