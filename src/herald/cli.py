@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -331,3 +332,67 @@ def jobs_retryable() -> tuple[str, ...]:
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+def _duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `3600s` (or plain seconds)."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 30d, 12h, 90m or 3600s") from None
+    if seconds < 0:
+        raise typer.BadParameter("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+@app.command()
+def purge(
+    older_than: Annotated[
+        str | None, typer.Option(help="Age beyond which logs go: 30d, 12h... (default HERALD_LOG_RETENTION_DAYS).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be removed.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Remove delivery logs older than the retention now, with finished jobs and events nothing needs any more."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from herald.db import retention
+    from herald.domain.ids import utcnow
+
+    settings = Settings()
+    _logging(settings)
+    age = _duration(older_than) if older_than is not None else timedelta(days=settings.log_retention_days)
+    if older_than is None and settings.log_retention_days == 0:
+        raise typer.BadParameter("HERALD_LOG_RETENTION_DAYS is 0 (keep everything): give --older-than")
+    cutoff = utcnow() - age
+
+    async def go(db: Any) -> tuple[retention.Purged, retention.Purged]:
+        async with db.read() as conn:
+            planned = await retention.would_purge(conn, cutoff)
+        if dry_run:
+            return planned, retention.Purged()
+        with Progress(TextColumn("purging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=json, transient=False) as bar:
+            task = bar.add_task("purge", total=planned.total or None)
+            done = await retention.purge(db, cutoff, progress=lambda batch: bar.advance(task, batch.total))
+            bar.update(task, total=max(done.total, planned.total, 1), completed=max(done.total, planned.total, 1))
+        return planned, done
+
+    planned, done = _run(go)
+    result = planned if dry_run else done
+    summary = {"older_than": rfc3339_text(cutoff), "dry_run": dry_run, "logs": result.logs, "jobs": result.jobs,
+               "events": result.events}
+    if json:
+        typer.echo(orjson.dumps(summary).decode())
+        return
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {result.logs:,} logs, {result.jobs:,} finished jobs and {result.events:,} events "
+               f"older than {summary['older_than']}")
+
+
+def rfc3339_text(moment: Any) -> str:
+    from herald.domain.ids import rfc3339
+
+    return rfc3339(moment) or ""

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
     login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_retention_days: float = Field(
+        30, ge=0, description="Delivery logs older than this many days are removed, with the finished jobs and the "
+        "events nothing needs any more; 0 keeps everything."
+    )
+    retention_interval: float = Field(
+        3600, gt=0, description="Seconds between a worker's retention passes (one worker at a time on PostgreSQL)."
+    )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="Log lines: json (one object per line), text, or auto (json unless stderr is a terminal)."
     )

@@ -24,6 +24,7 @@ from herald.db.database import Database
 from herald.db.logs import LogRow
 from herald.db.notify import jobs_due
 from herald.db.operator_events import OperatorEvents
+from herald.db.retention import purge
 from herald.delivery.gate import PerKeyLimit
 from herald.delivery.transports import make_transport
 from herald.delivery.transports.base import Transport, attempt
@@ -101,6 +102,8 @@ class Worker:
             asyncio.create_task(self._record_loop(), name="herald-record"),
         ]
         self._renewer = asyncio.create_task(self._renew_loop(), name="herald-renew")
+        if self.settings.log_retention_days > 0:
+            self._tasks.append(asyncio.create_task(self._retention_loop(), name="herald-retention"))
         if not self.db.is_sqlite:
             conninfo = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             listen = self.notifier.listen_postgres(conninfo, self._stop)
@@ -244,6 +247,20 @@ class Worker:
                     await queue.renew(conn, tokens, lease, utcnow())
             except Exception:
                 log.exception("renewing leases failed")  # try again at the next beat; two thirds of the lease left
+
+    async def _retention_loop(self) -> None:
+        """Every `retention_interval`, remove what is older than the retention, a small batch per transaction."""
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                purged = await purge(self.db, utcnow() - timedelta(days=s.log_retention_days), stop=self._stop)
+                if purged.total:
+                    counts = (purged.logs, purged.jobs, purged.events)
+                    log.info("retention removed %d logs, %d jobs and %d events", *counts)
+            except Exception:
+                log.exception("retention pass failed; trying again at the next one")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), s.retention_interval)
 
     # --- record -------------------------------------------------------------------------------------------------
 
