@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from datetime import timedelta
@@ -119,11 +118,11 @@ def worker() -> None:
         from herald.app import settle_heap
         from herald.db.database import Database
         from herald.delivery.worker import Worker
-        from herald.metrics import Metrics
-
         db = Database(settings.database_url)
         runner = Worker(settings, db)
         if settings.metrics_port:
+            from herald.metrics import Metrics  # prometheus_client only where it is used
+
             metrics = Metrics()
             metrics.watch(runner)
             metrics.serve(settings.metrics_port)
@@ -146,10 +145,7 @@ def worker() -> None:
 async def _refresh_metrics(metrics: Any, db: Any, every: float = 5.0) -> None:
     """A worker has no API to refresh the job gauges at scrape time: read them every few seconds instead."""
     while True:
-        try:
-            await metrics.refresh(db)
-        except Exception:
-            logging.getLogger("herald").warning("metrics: reading the job counts failed", exc_info=True)
+        await metrics.refresh(db)
         await asyncio.sleep(every)
 
 
@@ -359,7 +355,7 @@ def purge(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from herald.db import retention
-    from herald.domain.ids import utcnow
+    from herald.domain.ids import rfc3339, utcnow
 
     settings = Settings()
     _logging(settings)
@@ -382,7 +378,7 @@ def purge(
 
     planned, done = _run(go)
     result = planned if dry_run else done
-    summary = {"older_than": rfc3339_text(cutoff), "dry_run": dry_run, "logs": result.logs, "jobs": result.jobs,
+    summary = {"older_than": rfc3339(cutoff), "dry_run": dry_run, "logs": result.logs, "jobs": result.jobs,
                "events": result.events}
     if json:
         typer.echo(orjson.dumps(summary).decode())
@@ -390,9 +386,3 @@ def purge(
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} {result.logs:,} logs, {result.jobs:,} finished jobs and {result.events:,} events "
                f"older than {summary['older_than']}")
-
-
-def rfc3339_text(moment: Any) -> str:
-    from herald.domain.ids import rfc3339
-
-    return rfc3339(moment) or ""

@@ -9,6 +9,7 @@ methods and status codes, so their number stays small.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
 
 from herald.db.driver_sql import Driver, Sql
 from herald.domain.ids import utcnow
+
+log = logging.getLogger("herald")
 
 if TYPE_CHECKING:
     from herald.db.database import Database
@@ -108,13 +111,18 @@ class Metrics:
     # --- the database --------------------------------------------------------------------------------------------
 
     async def refresh(self, db: Database) -> None:
-        """Read the open jobs and the due backlog (two statements on the partial index of open jobs)."""
+        """Read the open jobs and the due backlog (two statements on the partial index of open jobs). When the
+        database is away the gauges keep their last values: the process's own figures are still worth a scrape."""
         now = utcnow()
-        async with db.read() as conn:
-            driver = Driver(conn)
-            counts = dict(await driver.all(_OPEN_JOBS))
-            due, oldest = (await driver.all(_DUE, (driver.ts(now),)))[0]
-            oldest_at = driver.ts_out(oldest)
+        try:
+            async with db.read() as conn:
+                driver = Driver(conn)
+                counts = dict(await driver.all(_OPEN_JOBS))
+                due, oldest = (await driver.all(_DUE, (driver.ts(now),)))[0]
+                oldest_at = driver.ts_out(oldest)
+        except Exception:
+            log.warning("metrics: reading the job counts failed", exc_info=True)
+            return
         for status in ("pending", "delivering"):
             self.jobs.labels(status).set(counts.get(status, 0))
         self.due.set(due)

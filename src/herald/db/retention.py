@@ -69,15 +69,14 @@ _LOCK = Sql(None, f"SELECT pg_try_advisory_xact_lock({PG_LOCK})")
 
 # --dry-run: what a purge would remove now (jobs: finished, old, with no log that stays; events: no job that stays)
 _COUNT_LOGS = Sql("SELECT count(*) FROM logs WHERE id < ?")
-_KEPT_JOB = "NOT (j.id < ? AND j.status IN " + _FINISHED + " AND j.updated_at < ?" \
-    " AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id AND l.id >= ?))"
-_COUNT_JOBS = Sql(
-    "SELECT count(*) FROM jobs j WHERE j.id < ? AND j.status IN " + _FINISHED + " AND j.updated_at < ?"
+_JOB_GOES = (  # params: boundary, cutoff, boundary
+    "j.id < ? AND j.status IN " + _FINISHED + " AND j.updated_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id AND l.id >= ?)"
 )
+_COUNT_JOBS = Sql(f"SELECT count(*) FROM jobs j WHERE {_JOB_GOES}")
 _COUNT_EVENTS = Sql(
-    f"SELECT count(*) FROM events e WHERE e.id < ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id"
-    f" AND {_KEPT_JOB})"
+    f"SELECT count(*) FROM events e WHERE e.id < ?"
+    f" AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id AND NOT ({_JOB_GOES}))"
 )
 
 

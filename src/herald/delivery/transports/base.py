@@ -111,18 +111,17 @@ class _Deadlines:
 
     TICK = 0.02
 
-    __slots__ = ("loop", "_ticks", "__weakref__")
+    __slots__ = ("_ticks",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self._ticks: dict[int, set[_Expiry]] = {}
 
-    def add(self, timeout: float, expiry: _Expiry) -> int:
-        tick = math.ceil((self.loop.time() + timeout) / self.TICK)
+    def add(self, loop: asyncio.AbstractEventLoop, timeout: float, expiry: _Expiry) -> int:
+        tick = math.ceil((loop.time() + timeout) / self.TICK)
         due = self._ticks.get(tick)
         if due is None:
             due = self._ticks[tick] = set()
-            self.loop.call_at(tick * self.TICK, self._expire, tick)
+            loop.call_at(tick * self.TICK, self._expire, tick)
         due.add(expiry)
         return tick
 
@@ -137,17 +136,20 @@ class _Deadlines:
             expiry.task.cancel()
 
 
+# One per event loop (tests run a loop per test); a finished loop takes its deadlines with it. The last one used
+# is kept beside, behind a weak reference: a process runs one loop, and the dictionary look-up costs more.
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
-_latest: list[_Deadlines] = []  # the last one used: a process runs one loop, tests a loop per test
+_latest: tuple[weakref.ref[asyncio.AbstractEventLoop], _Deadlines] | None = None
 
 
 def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
-    if _latest and _latest[0].loop is loop:
-        return _latest[0]
+    global _latest
+    if _latest is not None and _latest[0]() is loop:
+        return _latest[1]
     found = _deadlines.get(loop)
     if found is None:
-        found = _deadlines[loop] = _Deadlines(loop)
-    _latest[:] = [found]
+        found = _deadlines[loop] = _Deadlines()
+    _latest = (weakref.ref(loop), found)
     return found
 
 
@@ -179,8 +181,9 @@ async def attempt(
         raise RuntimeError("attempt() must run inside a task")
     expiry = _Expiry(task)
     cancelling = task.cancelling()
-    deadlines = _deadlines_of(task.get_loop())
-    tick = deadlines.add(timeout, expiry)
+    loop = task.get_loop()
+    deadlines = _deadlines_of(loop)
+    tick = deadlines.add(loop, timeout, expiry)
     try:
         try:
             try:
