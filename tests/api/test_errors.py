@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import httpx
 
-from herald.app import create_app
-from herald.db.migrate import upgrade
-from tests.support.helpers import StoreCreds, make_settings, new_store, webhook_body
+from tests.support.helpers import StoreCreds, app_without_logs_table, webhook_body
 
 
 def _error(r: httpx.Response, status: int) -> dict:
@@ -80,16 +76,8 @@ async def test_too_large_is_413(client, store: StoreCreds, app) -> None:
 
 async def test_unexpected_failure_is_500_with_request_id(tmp_path, caplog) -> None:
     """A real failure (the logs table is gone) answers 500 with a request_id, never a stack trace."""
-    url = f"sqlite:///{tmp_path / 'broken.db'}"
-    upgrade(url)
-    with sqlite3.connect(tmp_path / "broken.db") as conn:
-        conn.execute("DROP TABLE logs")
-    application = create_app(make_settings(url))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
-            creds = await new_store(application, c)
-            r = await c.get("/v2/integrations/logs", headers=creds.headers)
+    async with app_without_logs_table(tmp_path) as (c, creds):
+        r = await c.get("/v2/integrations/logs", headers=creds.headers)
     error = _error(r, 500)
     assert error["title"] == "Internal Server Error"
     assert len(error["request_id"]) == 36

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
-from herald.app import create_app
-from herald.db.migrate import upgrade
-from tests.support.helpers import StoreCreds, make_settings, new_store, webhook_body
+from tests.support.helpers import StoreCreds, app_without_logs_table, webhook_body
 
 
 async def test_every_answer_has_a_request_id(client: httpx.AsyncClient, store: StoreCreds) -> None:
@@ -43,16 +40,8 @@ async def test_the_callers_id_is_kept_when_it_is_sane(client: httpx.AsyncClient,
 
 
 async def test_a_500_carries_the_request_id_in_header_and_body(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'broken.db'}"
-    upgrade(url)
-    with sqlite3.connect(tmp_path / "broken.db") as conn:
-        conn.execute("DROP TABLE logs")
-    application = create_app(make_settings(url))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
-            creds = await new_store(application, c)
-            r = await c.get("/v2/integrations/logs", headers={**creds.headers, "X-Request-Id": "trace-42"})
+    async with app_without_logs_table(tmp_path) as (c, creds):
+        r = await c.get("/v2/integrations/logs", headers={**creds.headers, "X-Request-Id": "trace-42"})
     assert r.status_code == 500
     assert r.headers["x-request-id"] == "trace-42"
     assert r.json()["errors"][0]["request_id"] == "trace-42"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -59,3 +63,20 @@ def webhook_body(**overrides: object) -> dict[str, object]:
     }
     data.update(overrides)
     return {"data": data}
+
+
+@asynccontextmanager
+async def app_without_logs_table(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, StoreCreds]]:
+    """A real failure inside Herald: a client and a store on a database whose logs table is gone (a 500)."""
+    from herald.app import create_app
+    from herald.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'broken.db'}"
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "broken.db") as conn:
+        conn.execute("DROP TABLE logs")
+    application = create_app(make_settings(url))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+            yield client, await new_store(application, client)
