@@ -76,6 +76,20 @@ async def page(
     return [dict(r) for r in rows], total
 
 
+async def enabled_of_types(conn: AsyncConnection, types: list[str]) -> list[dict[str, Any]]:
+    """Every store's enabled integrations of these types (what `herald doctor` checks brokers for)."""
+    query = sa.select(t.c.id, t.c.store_id, t.c.integration_type, t.c.configuration).where(
+        t.c.deleted_at.is_(None), t.c.enabled.is_(True), t.c.integration_type.in_(types)
+    )
+    return [dict(r) for r in (await conn.execute(query.order_by(t.c.id))).mappings()]
+
+
+async def names(conn: AsyncConnection, store_id: str) -> list[tuple[str, str]]:
+    """(id, name) of every integration the store has had, deleted ones included (their logs remain)."""
+    rows = await conn.execute(sa.select(t.c.id, t.c.name).where(t.c.store_id == store_id).order_by(t.c.id))
+    return [(r[0], r[1]) for r in rows]
+
+
 async def change(
     conn: AsyncConnection, stored: dict[str, Any], values: dict[str, Any], now: datetime, events: OperatorEvents
 ) -> dict[str, Any]:

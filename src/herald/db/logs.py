@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.db import counts
 from herald.db.tables import logs as t
+from herald.domain.ids import floor_id
 
 
 @dataclass(slots=True)
@@ -85,3 +86,93 @@ async def page(
     query = sa.select(*COLUMNS).where(*cond).order_by(t.c.id.desc()).limit(limit)
     query = query.where(t.c.id < after) if after else query.offset(offset)
     return [dict(r) for r in (await conn.execute(query)).mappings()], total
+
+
+def _filters(
+    store_id: str, integration_id: str | None, succeeded: bool | None
+) -> list[sa.ColumnElement[bool]]:
+    cond = [t.c.store_id == store_id]
+    if integration_id is not None:
+        cond.append(t.c.integration_id == integration_id)
+    if succeeded is not None:
+        cond.append(t.c.succeeded.is_(succeeded))
+    return cond
+
+
+async def recent(
+    conn: AsyncConnection, store_id: str, limit: int, *, integration_id: str | None = None,
+    succeeded: bool | None = None,
+) -> list[dict[str, Any]]:
+    """The newest `limit` logs, newest first."""
+    if limit <= 0:
+        return []
+    query = sa.select(*COLUMNS).where(*_filters(store_id, integration_id, succeeded)).order_by(t.c.id.desc())
+    return [dict(r) for r in (await conn.execute(query.limit(limit))).mappings()]
+
+
+async def newest_id(conn: AsyncConnection, store_id: str) -> str:
+    """The id of the store's newest log ("" when it has none): where following new logs starts."""
+    query = sa.select(t.c.id).where(t.c.store_id == store_id).order_by(t.c.id.desc()).limit(1)
+    return (await conn.execute(query)).scalar() or ""
+
+
+async def newer(
+    conn: AsyncConnection,
+    store_id: str,
+    after: str,
+    *,
+    integration_id: str | None = None,
+    succeeded: bool | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Logs made after the log `after` (an id; "" for the first), oldest first: what a follower prints next."""
+    cond = [*_filters(store_id, integration_id, succeeded), t.c.id > after]
+    query = sa.select(*COLUMNS).where(*cond).order_by(t.c.id).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+@dataclass(slots=True)
+class Health:
+    """An integration's deliveries since a time, and its last success and failure whenever they were."""
+
+    deliveries: int = 0
+    succeeded: int = 0
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.deliveries if self.deliveries else None
+
+
+async def health(
+    conn: AsyncConnection, store_id: str, integration_ids: list[str], since: datetime
+) -> dict[str, Health]:
+    """`Health` of each integration. Ids are time-ordered, so "since" is a range on the (store, id) index."""
+    found = {i: Health() for i in integration_ids}
+    if not found:
+        return found
+    rows = await conn.execute(
+        sa.select(t.c.integration_id, t.c.succeeded, sa.func.count())
+        .where(t.c.store_id == store_id, t.c.id >= floor_id(since), t.c.integration_id.in_(integration_ids))
+        .group_by(t.c.integration_id, t.c.succeeded)
+    )
+    for integration_id, ok, n in rows:
+        found[integration_id].deliveries += n
+        if ok:
+            found[integration_id].succeeded += n
+    for integration_id, item in found.items():
+        for ok in (True, False):
+            last = (
+                await conn.execute(
+                    sa.select(t.c.created_at)
+                    .where(t.c.integration_id == integration_id, t.c.succeeded.is_(ok))
+                    .order_by(t.c.id.desc())
+                    .limit(1)
+                )
+            ).scalar()
+            if ok:
+                item.last_success = last
+            else:
+                item.last_failure = last
+    return found

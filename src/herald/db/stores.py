@@ -64,6 +64,26 @@ async def list_all(conn: AsyncConnection) -> list[StoreRow]:
     return [StoreRow(*r) for r in rows]
 
 
+async def find(conn: AsyncConnection, ref: str) -> list[StoreRow]:
+    """The stores whose id, client_id or name is `ref` (an operator names a store by whichever they have)."""
+    cols = (stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at)
+    for column in (stores.c.id, stores.c.client_id, stores.c.name):
+        rows = (await conn.execute(sa.select(*cols).where(column == ref).order_by(stores.c.id))).all()
+        if rows:
+            return [StoreRow(*r) for r in rows]
+    return []
+
+
+async def rotate_secret(conn: AsyncConnection, store_id: str) -> NewStore | None:
+    """A new client secret for the store; the old one is refused from the moment this commits."""
+    row = (await conn.execute(sa.select(stores.c.name, stores.c.client_id).where(stores.c.id == store_id))).first()
+    if row is None:
+        return None
+    secret = secrets.token_urlsafe(32)
+    await conn.execute(stores.update().where(stores.c.id == store_id).values(client_secret_hash=hash_secret(secret)))
+    return NewStore(store_id, row[0], row[1], secret)
+
+
 async def by_client_id(conn: AsyncConnection, client_id: str) -> tuple[str, str] | None:
     """(store id, secret hash) for a client_id."""
     row = (

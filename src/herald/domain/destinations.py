@@ -99,6 +99,13 @@ def _non_empty_list(what: str) -> Callable[[Any], list[Any]]:
     return check
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 # Field types. The checks run before pydantic's own, so every bad value gets the sentence the API has always used.
 HttpUrl = Annotated[str, BeforeValidator(_http_url), Field(json_schema_extra={"format": "uri"})]
 Text = Annotated[str, BeforeValidator(_required_text), Field(min_length=1)]
@@ -112,6 +119,15 @@ class DestinationConfig(BaseModel):
     """Base of every type's configuration: unknown fields are refused, nothing is coerced."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def target(self) -> str:
+        """Where deliveries go, in a few words and with no secret in them (lists, the dashboard)."""
+        return ""
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """(host, port) of the message brokers this destination needs, for `herald doctor` to check; a webhook
+        receiver is the store's own business, so it has none."""
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,9 @@ class WebhookConfig(DestinationConfig):
         None, description="Sent as X-MOLTIN-SECRET-KEY, as Moltin did. Optional."
     )
 
+    def target(self) -> str:
+        return _without_password(self.url)
+
 
 @destination("aws_sqs", "A CloudEvents message on an AWS SQS queue (or an SQS-compatible server).")
 class SqsConfig(DestinationConfig):
@@ -174,6 +193,13 @@ class SqsConfig(DestinationConfig):
     aws_secret_access_key: Annotated[Secret, BeforeValidator(_required_text)]
     region: Text
     endpoint_url: HttpUrl | None = Field(None, description="An SQS-compatible endpoint instead of AWS's.")
+
+    def target(self) -> str:
+        return _without_password(self.url)
+
+    def brokers(self) -> list[tuple[str, int]]:
+        parts = urlsplit(self.endpoint_url or self.url)
+        return [(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))]
 
 
 @destination("stomp", "A CloudEvents message SENT to a STOMP 1.2 broker (RabbitMQ, ActiveMQ, Artemis).")
@@ -184,6 +210,13 @@ class StompConfig(DestinationConfig):
     destination: Text = Field(description="e.g. /queue/orders or /exchange/events/order.paid")
     username: Text
     password: Annotated[Secret, BeforeValidator(_required_text)]
+
+    def target(self) -> str:
+        more = f" (+{len(self.addresses) - 1})" if len(self.addresses) > 1 else ""
+        return f"{self.destination} on {self.addresses[0]}{more}"
+
+    def brokers(self) -> list[tuple[str, int]]:
+        return [(urlsplit(a).hostname or "", urlsplit(a).port or 0) for a in self.addresses]
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -224,3 +257,8 @@ def validate_configuration(integration_type: str, config: Any) -> dict[str, Any]
             detail = first["msg"]
         raise ValidationFailed(detail, base + _path(first["loc"])) from None
     return values
+
+
+def stored(integration_type: str, configuration: dict[str, Any]) -> DestinationConfig:
+    """The typed configuration of a stored integration (validated when it was written)."""
+    return DESTINATIONS[integration_type].model.model_validate(configuration)

@@ -12,6 +12,13 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+def floor_id(at: datetime) -> str:
+    """The smallest UUIDv7 of `at`'s millisecond: every id below it was made before `at`, so a time range is an
+    id range on a primary key or any index that ends in the id."""
+    hex_ms = f"{int(at.timestamp() * 1000):012x}"
+    return f"{hex_ms[:8]}-{hex_ms[8:]}-7000-8000-000000000000"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
