@@ -65,7 +65,7 @@ def summarise(raw: Path, top: int = 12) -> dict[str, list[tuple[str, float]]]:
         leaf_pkg[_package(frames[-1])] += n
         leaf_fn[frames[-1]] += n
         for f in set(frames):
-            if "(herald/" in f and "(herald/cli.py)" not in f and "(herald/__main__.py)" not in f:
+            if "(herald/" in f and "(herald/cli/" not in f and "(herald/__main__.py)" not in f:
                 herald_fn[f] += n
     if not total:
         return {}

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -28,6 +26,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.support.databases import dedicated_database
 from tests.support.server import HeraldProcess, Receiver, poll, serve
 
 pytestmark = pytest.mark.e2e
@@ -62,27 +61,6 @@ DISABLE_ENV = {
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-@contextmanager
-def dedicated_database(request: pytest.FixtureRequest, backend: str, label: str) -> Iterator[str]:
-    """A fresh database for one serve process (its own SQLite file, or a sibling PostgreSQL database
-    next to the session's `postgres_url`, which keeps that fixture's skip/require behaviour)."""
-    if backend == "sqlite":
-        path = request.getfixturevalue("tmp_path_factory").mktemp(f"delivery-{label}") / "herald.db"
-        yield f"sqlite:///{path}"
-        return
-    import psycopg
-
-    base = request.getfixturevalue("postgres_url")
-    name = f"herald_e2e_{label}_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(base, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(base, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
