@@ -92,12 +92,13 @@ def head() -> str:
 
 def test_an_unreachable_database_and_bad_settings_are_problems(tmp_path: Path) -> None:
     url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/herald"
-    done = doctor(url, "--json", HERALD_SECRET_KEY="short")
+    done = doctor(url, "--json", HERALD_SECRET_KEY="short", HERALD_LEASE_SECONDS="4", HERALD_DELIVERY_TIMEOUT="5")
     assert done.returncode == 1
     found = problems(report(done))
-    assert len(found) == 2, found
-    assert found[0].startswith("settings: HERALD_SECRET_KEY is 5 characters")
-    assert found[1].startswith("database: cannot reach postgresql://postgres:***@127.0.0.1")
+    assert len(found) == 3, found
+    assert found[0].startswith("settings: HERALD_LEASE_SECONDS (4) is not above HERALD_DELIVERY_TIMEOUT (5)")
+    assert found[1].startswith("settings: HERALD_SECRET_KEY is 5 characters")
+    assert found[2].startswith("database: cannot reach postgresql://postgres:***@127.0.0.1")
     assert "hunter2" not in done.stdout
     invalid = doctor(f"sqlite:///{tmp_path / 'x.db'}", "--json", HERALD_LEASE_SECONDS="soon")
     assert invalid.returncode == 1

@@ -41,6 +41,10 @@ def _settings_checks(s: Settings) -> list[Check]:
         problem(f"HERALD_DELIVERY_TIMEOUT is {s.delivery_timeout:g}: it must be more than 0 seconds")
     if s.lease_seconds <= 0:
         problem(f"HERALD_LEASE_SECONDS is {s.lease_seconds:g}: it must be more than 0 seconds")
+    elif s.lease_seconds <= s.delivery_timeout:
+        problem(f"HERALD_LEASE_SECONDS ({s.lease_seconds:g}) is not above HERALD_DELIVERY_TIMEOUT "
+                f"({s.delivery_timeout:g}): a lease could end while its delivery runs, and another worker "
+                "would send the job again")
     if s.worker_concurrency < 1:
         problem(f"HERALD_WORKER_CONCURRENCY is {s.worker_concurrency}: a worker could hold no job")
     if s.worker_batch < 1:

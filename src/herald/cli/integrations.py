@@ -92,7 +92,7 @@ def list_(store_ref: StoreRef = None, json: Json = False) -> None:
     table = new_table()
     id_column(table)
     for name in ("name", "type", "target", "observes", "state", "24 h", "success", "last failure (UTC)"):
-        table.add_column(name, justify="right" if name in ("24 h", "success") else "left")
+        table.add_column(name, justify="right" if name in ("24 h", "success") else "left", overflow="fold")
     for r in rows:
         h = health[r["id"]]
         table.add_row(r["id"], r["name"], r["integration_type"], _target(r), ", ".join(r["observes"]),
@@ -139,7 +139,7 @@ def show(integration_id: IntegrationId, store_ref: StoreRef = None, json: Json =
     table.add_row("type", row["integration_type"])
     table.add_row("target", body["target"])
     for key, value in body["configuration"].items():
-        table.add_row(f"  {key}", str(value))
+        table.add_row(f"  {key}", ", ".join(map(str, value)) if isinstance(value, list) else str(value))
     table.add_row("observes", ", ".join(row["observes"]))
     table.add_row("created", when(row["created_at"]))
     table.add_row("updated", when(row["updated_at"]))
