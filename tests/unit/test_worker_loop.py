@@ -239,3 +239,27 @@ async def test_deliveries_per_integration_wait_for_their_turn(harness: Harness) 
     finally:
         await worker.stop()
     assert most == 2
+
+
+async def test_ready_once_it_has_looked_for_jobs_and_hears_notify(harness: Harness) -> None:
+    fake = FakeTransport(lambda m: Delivered(200, "ok"))
+    worker = harness.worker(fake, [])
+    ready = asyncio.Event()
+    task = asyncio.create_task(worker.run_forever(on_ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        if not worker.db.is_sqlite:
+            assert worker.notifier.listening.is_set()
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 20)
+        await worker.stop()
+
+
+async def test_not_ready_when_asked_to_stop_first(harness: Harness) -> None:
+    worker = harness.worker(FakeTransport(lambda m: Delivered(200, "ok")), [])
+    called: list[bool] = []
+    worker.request_stop()
+    await asyncio.wait_for(worker.run_forever(on_ready=lambda: called.append(True)), 20)
+    await worker.stop()
+    assert called == []

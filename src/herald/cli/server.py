@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from herald import __version__
+from herald.cli.common import safe_url
 from herald.settings import Settings
 
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -70,7 +71,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
     migrate_schema(settings)
     first = asyncio.run(_first_store(settings))
     url = f"http://{host}:{port}"
-    typer.echo(f"Herald {__version__} listening on {url}  (database: {settings.database_url})")
+    typer.echo(f"Herald {__version__} listening on {url}  (database: {safe_url(settings.database_url)})")
     if first:
         typer.echo("Created the first store. Its credentials are shown only this once:")
         typer.echo(f"  store id:      {first['id']}")
@@ -114,14 +115,16 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.request_stop)
+        def banner() -> None:  # printed once the worker takes part: what scripts and tests wait for
+            typer.echo(f"Herald worker {__version__} started (database: {safe_url(settings.database_url)})")
+            sys.stdout.flush()
+
         try:
-            await runner.run_forever()
+            await runner.run_forever(on_ready=banner)
         finally:
             await runner.stop()
             await db.dispose()
 
-    typer.echo(f"Herald worker {__version__} started (database: {settings.database_url})")
-    sys.stdout.flush()
     _run_loop(main())
 
 

@@ -35,6 +35,7 @@ class Notifier:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.listening = asyncio.Event()  # set while the LISTEN connection is up (PostgreSQL)
 
     def wake(self) -> None:
         self._event.set()
@@ -59,6 +60,7 @@ class Notifier:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
                     self.wake()  # anything written while we were not listening
                     gen = conn.notifies()
                     stopper = asyncio.ensure_future(stop.wait())
@@ -76,6 +78,7 @@ class Notifier:
                     finally:
                         stopper.cancel()
             except (OSError, psycopg.Error) as exc:
+                self.listening.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
                 self.wake()
                 with contextlib.suppress(asyncio.TimeoutError):

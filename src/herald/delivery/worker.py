@@ -80,6 +80,7 @@ class Worker:
         self._done_event = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
+        self._claimed_once = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._renewer: asyncio.Task[None] | None = None
         self.delivered = 0  # attempts recorded by this worker
@@ -141,8 +142,23 @@ class Worker:
                     await transport.close()
         log.info("worker %s stopped; it recorded %d attempts", self.name, self.delivered)
 
-    async def run_forever(self) -> None:
+    async def ready(self) -> None:
+        """Until the worker takes part: it has looked for due jobs once and, on PostgreSQL, hears NOTIFY."""
+        await self._claimed_once.wait()
+        if not self.db.is_sqlite:
+            await self.notifier.listening.wait()
+
+    async def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, call `on_ready` once the worker takes part (see `ready`), and run until asked to stop."""
         await self.start()
+        if on_ready is not None:
+            ready = asyncio.ensure_future(self.ready())
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stopping.cancel()
+            if not self._stop.is_set():
+                on_ready()
         await self._stop.wait()
 
     def request_stop(self) -> None:
@@ -172,6 +188,8 @@ class Worker:
                 log.exception("claiming jobs failed; retrying shortly")
                 await self.notifier.wait(s.worker_poll_interval)
                 continue
+            finally:
+                self._claimed_once.set()
             for job in claimed:
                 if job.integration.deleted_at is None:
                     self._tokens[job.id] = job.lease_token
