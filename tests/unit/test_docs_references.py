@@ -76,3 +76,28 @@ def test_every_command_named_exists(name: str) -> None:
 def test_the_reader_finds_commands() -> None:
     text = "Run `herald stores create --name N`.\n```ini\nExecStart=/opt/herald/.venv/bin/herald api --port %i\n```\n"
     assert command_lines(text) == [["api", "--port", "%i"], ["stores", "create", "--name", "N"]]
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings."""
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+@pytest.mark.parametrize("name", [*CHECKED, "operations.md", "../README.md"])
+def test_every_relative_link_resolves(name: str) -> None:
+    source = (DOCS / name).resolve()
+    problems = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (source.parent / path).resolve() if path else source
+        if not linked.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and anchor not in anchors(linked.read_text(encoding="utf-8")):
+            problems.append(f"{target}: no heading with that anchor in {linked.name}")
+    assert not problems, f"{name}: " + "; ".join(problems)
