@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -263,3 +264,36 @@ async def test_not_ready_when_asked_to_stop_first(harness: Harness) -> None:
     await asyncio.wait_for(worker.run_forever(on_ready=lambda: called.append(True)), 20)
     await worker.stop()
     assert called == []
+
+
+async def test_each_recorded_attempt_is_counted_in_its_minute(harness: Harness) -> None:
+    """log_minutes (the dashboard's chart and health) agrees with the logs it summarises."""
+    from herald.db import minutes
+    from herald.db.tables import log_minutes, logs
+    from herald.domain.ids import utcnow
+
+    answers = {1: DeliveryFailed("no", status=500), 2: Delivered(200, "")}
+    fake = FakeTransport(lambda m: answers[m.attempt])
+    integration_id = await harness.integration()
+    for _ in range(3):
+        await harness.publish()
+    worker = await _running(harness.worker(fake, [], retry_schedule="0.05"))
+    try:
+        await harness.logs(integration_id, 6)
+    finally:
+        await worker.stop()
+    async with harness.app.state.db.read() as conn:
+        kept = dict(((ok,), int(n)) for ok, n in await conn.execute(
+            sa.select(log_minutes.c.succeeded, sa.func.sum(log_minutes.c.count))
+            .where(log_minutes.c.integration_id == integration_id).group_by(log_minutes.c.succeeded)))
+        logged = dict(((ok,), int(n)) for ok, n in await conn.execute(
+            sa.select(logs.c.succeeded, sa.func.count()).where(logs.c.integration_id == integration_id)
+            .group_by(logs.c.succeeded)))
+        assert kept == logged == {(True,): 3, (False,): 3}
+        minute = (await conn.execute(sa.select(log_minutes.c.minute)
+                                     .where(log_minutes.c.integration_id == integration_id))).scalars().first()
+        assert minute is not None and minute.second == 0 and minute.microsecond == 0
+        assert await minutes.totals(conn, harness.store.id, [integration_id], utcnow() - timedelta(hours=1)) == {
+            integration_id: (6, 3)}
+        series = await minutes.series(conn, harness.store.id, utcnow() - timedelta(minutes=59), utcnow())
+        assert len(series) == 60 and sum(m.succeeded for m in series) == 3 and sum(m.failed for m in series) == 3

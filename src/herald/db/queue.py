@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.db import counts
+from herald.db import counts, minutes
 from herald.db.driver_sql import Driver, Sql
 from herald.db.logs import LOG_COLUMN_NAMES, LOG_COLUMNS, TIMESTAMP_COLUMNS, LogRow, log_values
 from herald.db.tables import jobs
@@ -146,10 +146,11 @@ _RECORD_PG = Sql(
     " RETURNING jobs.id),"
     f" logged AS (INSERT INTO logs ({', '.join(LOG_COLUMN_NAMES)})"
     f" SELECT {', '.join('u.' + c for c in LOG_COLUMN_NAMES)}"
-    " FROM u JOIN done ON done.id = u.job_id RETURNING store_id, integration_id, succeeded),"
+    " FROM u JOIN done ON done.id = u.job_id RETURNING store_id, integration_id, succeeded, created_at),"
     " counted AS (INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
     " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count),"
+    f" by_minute AS ({minutes.PG_ADD_FROM_LOGGED}),"
     " healed AS (UPDATE integrations SET failing_since = NULL"
     " WHERE id IN (SELECT integration_id FROM logged WHERE succeeded) AND failing_since IS NOT NULL)"
     " SELECT id FROM done",
@@ -192,6 +193,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     await db.many(_FINISH, [(o.status, o.job.attempt, db.ts(o.run_at), stamp, o.job.id) for o in kept])
     await db.many(_INSERT_LOGS, [_log_values(db, o.log) for o in kept])
     await counts.add(db, [o.log for o in kept])
+    await minutes.add(db, [o.log for o in kept])
     succeeded = {o.job.integration_id for o in kept if o.log.succeeded}
     if succeeded:
         await db.run(_RECOVERED, (db.ids(succeeded),))

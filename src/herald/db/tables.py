@@ -166,3 +166,37 @@ log_counts = sa.Table(
     sa.Column("succeeded", sa.Boolean, primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
 )
+
+# Deliveries per store, integration, minute and outcome, kept with the logs (in the same transaction): the
+# dashboard's chart and its health figures read minutes, not millions of log rows.
+log_minutes = sa.Table(
+    "log_minutes",
+    metadata,
+    sa.Column("store_id", ID, primary_key=True),
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("integration_id", ID, primary_key=True),
+    sa.Column("succeeded", sa.Boolean, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+# A signed-in dashboard: the cookie holds a random token, the table only its SHA-256 (a leaked table signs no one
+# in); signing out deletes the row. `csrf` is the token every form and state-changing request must carry.
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("store_id", ID, nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# One-time sign-in links (POST /v2/dashboard/links): usable once, for five minutes.
+dashboard_links = sa.Table(
+    "dashboard_links",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("store_id", ID, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime, nullable=True),
+)

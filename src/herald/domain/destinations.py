@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from herald.domain.cloudevents import cloudevent
+from herald.domain.messages import OutboundMessage
+from herald.domain.webhook_request import webhook_body
+
 __all__ = [
     "DESTINATIONS",
     "Destination",
@@ -138,6 +142,8 @@ class Destination:
     model: type[DestinationConfig]
     secret_fields: frozenset[str]
     summary: str
+    body: Callable[[OutboundMessage], bytes]
+    """The bytes a delivery carries (shown as "the payload sent" in the dashboard)."""
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -159,14 +165,17 @@ DESTINATIONS: dict[str, Destination] = {}
 C = TypeVar("C", bound=DestinationConfig)
 
 
-def destination(name: str, summary: str) -> Callable[[type[C]], type[C]]:
-    """Register a configuration model as the integration type `name`."""
+def destination(
+    name: str, summary: str, body: Callable[[OutboundMessage], bytes] = cloudevent
+) -> Callable[[type[C]], type[C]]:
+    """Register a configuration model as the integration type `name`; `body` makes what its deliveries carry
+    (a CloudEvent unless said otherwise)."""
 
     def register(model: type[C]) -> type[C]:
         if name in DESTINATIONS:
             raise ValueError(f"integration type {name!r} is registered twice")
         secrets = frozenset(n for n, f in model.model_fields.items() if _is_secret(f.annotation, f.metadata))
-        DESTINATIONS[name] = Destination(name, model, secrets, summary)
+        DESTINATIONS[name] = Destination(name, model, secrets, summary, body)
         return model
 
     return register
@@ -175,7 +184,7 @@ def destination(name: str, summary: str) -> Callable[[type[C]], type[C]]:
 # --- the integration types -------------------------------------------------------------------------------------
 
 
-@destination("webhook", "An HTTPS POST of the Moltin webhook body, signed with Standard Webhooks.")
+@destination("webhook", "An HTTPS POST of the Moltin webhook body, signed with Standard Webhooks.", webhook_body)
 class WebhookConfig(DestinationConfig):
     url: HttpUrl = Field(description="Where to POST each event (http or https).")
     secret_key: Annotated[Secret, BeforeValidator(_text)] | None = Field(
