@@ -113,6 +113,24 @@ async def access_token(request: Request) -> JSONResponse:
         raise APIError(422, "Unprocessable Entity", "grant_type must be client_credentials or implicit", "grant_type")
     if not isinstance(client_id, str) or not client_id:
         raise APIError(422, "Unprocessable Entity", "client_id is required", "client_id")
+    secret = body.get("client_secret")
+    store_id = await authenticate(request, client_id, secret, need_secret=grant == "client_credentials")
+    ttl = state.settings.token_ttl
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": store_id, "grant": grant, "iat": now, "exp": now + ttl},
+        state.token_key,
+        algorithm="HS256",
+    )
+    return JSONResponse(
+        {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "expires": now + ttl, "identifier": grant}
+    )
+
+
+async def authenticate(request: Request, client_id: str, secret: object, *, need_secret: bool = True) -> str:
+    """The store whose credentials these are, for a token or a dashboard sign-in alike: 429 while the client id
+    or the address has failed too often in the window, 401 for wrong credentials (counted)."""
+    state = request.app.state
     remote = request.client.host if request.client else "unknown"
     keys = [f"client:{client_id}", f"addr:{remote}"]
     limiter: FailedSignIns = state.sign_ins
@@ -124,22 +142,12 @@ async def access_token(request: Request) -> JSONResponse:
     async with state.db.read() as conn:
         found = await store_repo.by_client_id(conn, client_id)
     ok = found is not None
-    if ok and grant == "client_credentials":
-        secret = body.get("client_secret")
-        ok = isinstance(secret, str) and store_repo.secret_matches(secret, found[1])  # type: ignore[index]
-    if not ok:
+    if found is not None and need_secret:
+        ok = isinstance(secret, str) and store_repo.secret_matches(secret, found[1])
+    if found is None or not ok:
         limiter.record(keys)
         raise APIError(401, "Unauthorized", "Invalid client credentials")
-    ttl = state.settings.token_ttl
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": found[0], "grant": grant, "iat": now, "exp": now + ttl},  # type: ignore[index]
-        state.token_key,
-        algorithm="HS256",
-    )
-    return JSONResponse(
-        {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "expires": now + ttl, "identifier": grant}
-    )
+    return found[0]
 
 
 class TokenCache:
