@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from herald.db import jobs as job_repo
 from herald.db import logs as log_repo
-from herald.db import stores
+from herald.db import minutes, stores
+from herald.db.driver_sql import Driver
 from herald.db.logs import LogRow
 from herald.db.tables import events, jobs, logs
 from herald.domain.ids import new_id, utcnow
@@ -87,6 +88,7 @@ async def _log(app: Any, store_id: str, integration_id: str, ok: bool, at: datet
     row = LogRow(_id_at(at), store_id, integration_id, new_id(), ok, 1, 0.01, "", 200 if ok else 500, "", at)
     async with app.state.db.write() as conn:
         await conn.execute(logs.insert().values(**{k: getattr(row, k) for k in row.__slots__}))
+        await minutes.add(Driver(conn), [row])  # as recording does
     return row.id
 
 
@@ -94,8 +96,8 @@ async def test_health_counts_the_window_and_finds_the_last_outcomes(app: Any, st
     now = utcnow()
     a, b, quiet = new_id(), new_id(), new_id()
     await _log(app, store.id, a, False, now - timedelta(days=2))  # outside the window
-    for minutes in (50, 40, 30):
-        await _log(app, store.id, a, True, now - timedelta(minutes=minutes))
+    for ago in (50, 40, 30):
+        await _log(app, store.id, a, True, now - timedelta(minutes=ago))
     await _log(app, store.id, a, False, now - timedelta(minutes=20))
     await _log(app, store.id, b, False, now - timedelta(days=3))
     async with app.state.db.read() as conn:

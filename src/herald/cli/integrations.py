@@ -51,20 +51,6 @@ def _resource(row: dict[str, Any], health: Health | None = None) -> dict[str, An
     return body
 
 
-async def _all(conn: AsyncConnection, store_id: str) -> list[dict[str, Any]]:
-    """Every live integration of the store, newest first, page by page (no cap)."""
-    from herald.db import integrations
-
-    rows: list[dict[str, Any]] = []
-    after: str | None = None
-    while True:
-        page, _ = await integrations.page(conn, store_id, [], 500, 0, after)
-        rows.extend(page)
-        if len(page) < 500:
-            return rows
-        after = page[-1]["id"]
-
-
 async def _health(conn: AsyncConnection, store_id: str, ids: list[str]) -> dict[str, Health]:
     from herald.db import logs
     from herald.domain.ids import utcnow
@@ -76,10 +62,12 @@ async def _health(conn: AsyncConnection, store_id: str, ids: list[str]) -> dict[
 def list_(store_ref: StoreRef = None, json: Json = False) -> None:
     """The store's integrations with their health over the last 24 hours (secrets masked)."""
 
+    from herald.db import integrations
+
     async def go(db: Database) -> tuple[list[dict[str, Any]], dict[str, Health]]:
         async with db.read() as conn:
             found = await store(conn, store_ref)
-            rows = await _all(conn, found.id)
+            rows = await integrations.every(conn, found.id)
             return rows, await _health(conn, found.id, [r["id"] for r in rows])
 
     rows, health = run(go)

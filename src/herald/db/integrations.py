@@ -90,6 +90,25 @@ async def names(conn: AsyncConnection, store_id: str) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+async def every(conn: AsyncConnection, store_id: str, page_size: int = 500) -> list[dict[str, Any]]:
+    """Every live integration of the store, newest first, read page by page (no cap)."""
+    rows: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        found, _ = await page(conn, store_id, [], page_size, 0, after)
+        rows.extend(found)
+        if len(found) < page_size:
+            return rows
+        after = found[-1]["id"]
+
+
+async def get_any(conn: AsyncConnection, store_id: str, integration_id: str) -> dict[str, Any] | None:
+    """An integration even when deleted (its jobs and logs outlive it)."""
+    query = sa.select(*COLUMNS, t.c.deleted_at).where(t.c.store_id == store_id, t.c.id == integration_id)
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
 async def change(
     conn: AsyncConnection, stored: dict[str, Any], values: dict[str, Any], now: datetime, events: OperatorEvents
 ) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.db import counts
+from herald.db import counts, minutes
 from herald.db.tables import logs as t
 from herald.domain.ids import floor_id
 
@@ -148,19 +148,10 @@ class Health:
 async def health(
     conn: AsyncConnection, store_id: str, integration_ids: list[str], since: datetime
 ) -> dict[str, Health]:
-    """`Health` of each integration. Ids are time-ordered, so "since" is a range on the (store, id) index."""
-    found = {i: Health() for i in integration_ids}
-    if not found:
-        return found
-    rows = await conn.execute(
-        sa.select(t.c.integration_id, t.c.succeeded, sa.func.count())
-        .where(t.c.store_id == store_id, t.c.id >= floor_id(since), t.c.integration_id.in_(integration_ids))
-        .group_by(t.c.integration_id, t.c.succeeded)
-    )
-    for integration_id, ok, n in rows:
-        found[integration_id].deliveries += n
-        if ok:
-            found[integration_id].succeeded += n
+    """`Health` of each integration: deliveries since a time (to the minute, from log_minutes: constant cost
+    however many logs there are), and the last success and failure from the (integration, succeeded, id) index."""
+    totals = await minutes.totals(conn, store_id, integration_ids, since)
+    found = {i: Health(*totals[i]) for i in integration_ids}
     for integration_id, item in found.items():
         for ok in (True, False):
             last = (
@@ -176,3 +167,39 @@ async def health(
             else:
                 item.last_failure = last
     return found
+
+
+async def browse(
+    conn: AsyncConnection,
+    store_id: str,
+    *,
+    integration_id: str | None = None,
+    succeeded: bool | None = None,
+    status_code: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Logs newest first, by the dashboard's filters. Time bounds are id bounds (ids are time-ordered), so every
+    filter but the status code walks an index; `before`/`after` are cursors (log ids)."""
+    cond = _filters(store_id, integration_id, succeeded)
+    if status_code is not None:
+        cond.append(t.c.status_code == status_code)
+    if since is not None:
+        cond.append(t.c.id >= floor_id(since))
+    if until is not None:
+        cond.append(t.c.id < floor_id(until))
+    if before is not None:
+        cond.append(t.c.id < before)
+    if after is not None:
+        cond.append(t.c.id > after)
+    query = sa.select(*COLUMNS).where(*cond).order_by(t.c.id.desc()).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def of_job(conn: AsyncConnection, store_id: str, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """A job's attempts, oldest first."""
+    query = sa.select(*COLUMNS).where(t.c.store_id == store_id, t.c.job_id == job_id).order_by(t.c.id).limit(limit)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]

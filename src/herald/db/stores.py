@@ -64,6 +64,13 @@ async def list_all(conn: AsyncConnection) -> list[StoreRow]:
     return [StoreRow(*r) for r in rows]
 
 
+async def get(conn: AsyncConnection, store_id: str) -> StoreRow | None:
+    row = (await conn.execute(
+        sa.select(stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at).where(stores.c.id == store_id)
+    )).first()
+    return StoreRow(*row) if row else None
+
+
 async def find(conn: AsyncConnection, ref: str) -> list[StoreRow]:
     """The stores whose id, client_id or name is `ref` (an operator names a store by whichever they have)."""
     cols = (stores.c.id, stores.c.name, stores.c.client_id, stores.c.created_at)
