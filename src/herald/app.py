@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from herald import __version__
+from herald import __version__, dashboard
 from herald.api import auth, events, health, integrations, jobs, logs, metrics
+from herald.api import dashboard as dashboard_links
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
 from herald.db import stores as store_repo
 from herald.db.database import Database
@@ -97,8 +98,9 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     app.state.tokens = auth.TokenCache()
     # events first: routes are matched in order, and publishing is the busiest; logs before integrations:
     # /v2/integrations/logs must not be taken for an integration id
-    for module in (events, health, metrics, auth, logs, jobs, integrations):
+    for module in (events, health, metrics, auth, logs, jobs, integrations, dashboard_links):
         app.include_router(module.router)
+    dashboard.install(app)  # after the API: no API request pays for matching the dashboard's routes
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.metrics = Metrics()

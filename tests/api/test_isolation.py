@@ -88,7 +88,9 @@ async def test_store_b_gets_404_for_everything_of_store_a(
     secret = (await client.get(f"/v2/integrations/{integration_id}/signing-secret", headers=a.headers)).json()
 
     found = list(http_routes(app.routes))
-    with_params = [(path, methods) for path, methods in found if PARAM.search(path)]
+    # the dashboard's pages are signed into by cookie, not token: test_dashboard.py derives and checks them
+    with_params = [(path, methods) for path, methods in found if PARAM.search(path) and not path.startswith(
+        "/dashboard")]
     assert with_params, f"no route with a path parameter found in {found}"
     calls: list[tuple[str, str, str]] = []  # (method, template, concrete path)
     for template, methods in with_params:

@@ -23,7 +23,7 @@ def test_0003_counts_the_last_day_of_logs_into_minutes(fresh_url: str) -> None:
     upgrade(fresh_url, "0002")
     engine = sa.create_engine(sync_url(fresh_url), poolclass=sa.pool.NullPool)
     now = utcnow()
-    recent = now - timedelta(hours=2)
+    recent = (now - timedelta(hours=2)).replace(second=10, microsecond=0)  # its minute holds both
     rows = [(recent, True), (recent + timedelta(seconds=5), True), (recent, False), (now - timedelta(days=3), True)]
     store, integration = new_id(), new_id()
     with engine.begin() as conn:
