@@ -297,3 +297,36 @@ async def test_each_recorded_attempt_is_counted_in_its_minute(harness: Harness) 
             integration_id: (6, 3)}
         series = await minutes.series(conn, harness.store.id, utcnow() - timedelta(minutes=59), utcnow())
         assert len(series) == 60 and sum(m.succeeded for m in series) == 3 and sum(m.failed for m in series) == 3
+
+
+async def test_a_job_whose_integration_is_missing_is_cancelled_not_stuck(harness: Harness) -> None:
+    """A job row pointing at no integration (or no event) must not stop the claim loop for everyone else."""
+    from herald.domain.ids import new_id, utcnow
+
+    fake = FakeTransport(lambda m: Delivered(200, "ok"))
+    integration_id = await harness.integration()
+    orphan, no_event = new_id(), new_id()
+    now = utcnow()
+    async with harness.app.state.db.write() as conn:
+        event_id = new_id()
+        await conn.execute(events.insert().values(id=event_id, store_id=harness.store.id, triggered_by="order.paid",
+                                                  payload="{}", created_at=now))
+        for job_id, integration, event in ((orphan, new_id(), event_id), (no_event, integration_id, new_id())):
+            await conn.execute(jobs.insert().values(
+                id=job_id, store_id=harness.store.id, integration_id=integration, event_id=event,
+                triggered_by="order.paid", status="pending", attempts=0, max_attempts=3, run_at=now, created_at=now,
+                updated_at=now))
+    job_id = await harness.publish()
+    worker = await _running(harness.worker(fake, []))
+    try:
+        await harness.logs(integration_id, 1)
+        async def statuses() -> dict[str, str]:
+            async with harness.app.state.db.read() as conn:
+                rows = await conn.execute(sa.select(jobs.c.id, jobs.c.status).where(
+                    jobs.c.id.in_([orphan, no_event, job_id])))
+                return {i: s for i, s in rows}
+        found = await poll(statuses, lambda s: s.get(orphan) == "cancelled" and s.get(no_event) == "cancelled")
+    finally:
+        await worker.stop()
+    assert found[job_id] == "succeeded"
+    assert [m.job_id for m in fake.sent] == [job_id]

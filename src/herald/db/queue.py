@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +63,7 @@ class Outcome:
     log: LogRow
 
 
+log = logging.getLogger("herald.worker")
 _INTEGRATION_COLUMNS = tuple(f.name for f in dataclasses.fields(IntegrationSnapshot))
 _CLAIM = Sql(
     "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
@@ -74,7 +76,8 @@ _CLAIM = Sql(
     " LIMIT %s FOR UPDATE SKIP LOCKED)"
     " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts)"
     f" SELECT c.*, e.payload, e.created_at, {', '.join('i.' + c for c in _INTEGRATION_COLUMNS)}"
-    " FROM c JOIN events e ON e.id = c.event_id JOIN integrations i ON i.id = c.integration_id",
+    # LEFT JOINs: a job whose event or integration row is missing comes back too, to be cancelled, not lost
+    " FROM c LEFT JOIN events e ON e.id = c.event_id LEFT JOIN integrations i ON i.id = c.integration_id",
 )
 _EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
 _INTEGRATIONS = Sql(
@@ -106,10 +109,10 @@ async def claim(
         return [], next_due
     if db.is_sqlite:
         payloads = {r[0]: r[1:] for r in await db.all(_EVENTS, (db.ids({r[3] for r in claimed}),))}
-        claimed = [r + payloads[r[3]] for r in claimed]
+        claimed = [r + payloads.get(r[3], (None, None)) for r in claimed]
         integration_rows = await db.all(_INTEGRATIONS, (db.ids({r[2] for r in claimed}),))
     else:
-        integration_rows = list({r[2]: r[9:] for r in claimed}.values())
+        integration_rows = [row for row in {r[2]: r[9:] for r in claimed}.values() if row[0] is not None]
         claimed = [r[:9] for r in claimed]
     found: dict[str, IntegrationSnapshot] = {}
     for iid, name, description, kind, configuration, secret, previous, expires, deleted_at, enabled in integration_rows:
@@ -117,6 +120,12 @@ async def claim(
             iid, name, description, kind, orjson.loads(configuration), secret, previous, db.ts_out(expires),
             db.ts_out(deleted_at), bool(enabled),
         )
+    orphans = [r[0] for r in claimed if r[2] not in found or r[7] is None]
+    if orphans:
+        # no integration or no event to deliver: cancel, so that the job neither blocks claiming nor loops
+        log.warning("cancelled %d job(s) whose integration or event is missing: %s", len(orphans), orphans[:5])
+        await conn.execute(jobs.update().where(jobs.c.id.in_(orphans), jobs.c.lease_token == token)
+                           .values(status="cancelled", run_at=None, lease_token=None, updated_at=now))
     jobs_out = [
         ClaimedJob(
             job_id, store_id, integration_id, event_id, triggered_by, attempts + 1, max_attempts,
@@ -124,6 +133,7 @@ async def claim(
         )
         for job_id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts, payload, created_at
         in claimed
+        if integration_id in found and payload is not None
     ]
     return jobs_out, next_due
 
