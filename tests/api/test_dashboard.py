@@ -332,3 +332,18 @@ async def test_every_dashboard_route_with_an_id_is_404_for_another_store(
             assert r.status_code == 404, (method, template, r.status_code)
     assert (await client.get(f"/v2/integrations/{integration_id}", headers=store.headers)).json()["data"][
         "enabled"] is True
+
+
+async def test_live_rows_start_from_nothing_when_the_store_has_no_logs(
+    app: Any, signed_in: httpx.AsyncClient, store: StoreCreds
+) -> None:
+    page = await signed_in.get("/dashboard/logs")
+    live = re.search(r'data-live="([^"]+)"', page.text)
+    assert live, page.text
+    url = live.group(1).replace("&amp;", "&")
+    assert (await signed_in.get(url)).text.strip() == ""
+    integration_id = await integration(signed_in, store)
+    [job] = await publish(signed_in, store)
+    first = await attempt(app, store.id, integration_id, job, True, 200)
+    fresh = await signed_in.get(url)
+    assert re.findall(r'data-id="([^"]+)"', fresh.text) == [first] and fresh.headers["x-herald-after"] == first

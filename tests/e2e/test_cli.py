@@ -66,3 +66,7 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     assert "herald/db/migrations/env.py" in names
     assert "herald/db/migrations/script.py.mako" in names
     assert any(n.startswith("herald/db/migrations/versions/0001") for n in names)
+    # the dashboard works offline: its templates and every asset are in the package
+    for asset in ("templates/base.html", "templates/logs.html", "static/dashboard.css", "static/dashboard.js",
+                  "static/favicon.svg"):
+        assert f"herald/dashboard/{asset}" in names, asset

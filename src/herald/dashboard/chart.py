@@ -1,7 +1,9 @@
 """Deliveries per minute as an SVG drawn on the server: succeeded and failed stacked, one bar per minute.
 
-Bars are two <path> elements (one per outcome), so a day of 1,440 minutes stays a few kilobytes; colours come
-from classes in dashboard.css (the CSP allows no inline style)."""
+The bars live in an inner SVG whose coordinates are minutes and deliveries, stretched to any width; the labels sit
+in the outer SVG at percentage positions, so they keep their size on a phone and on a wide screen. Each outcome is
+one <path>, so a day of 1,440 minutes stays a few kilobytes. Colours come from classes in dashboard.css (the CSP
+allows no inline style)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from datetime import timedelta
 
 from herald.db.minutes import Minute
 
-WIDTH, HEIGHT = 960, 180
-LEFT, BOTTOM, TOP = 44, 22, 8
+HEIGHT = 180
+TOP, PLOT = 8, 148  # px: the plot's top and height; the time labels go below it
+LEFT = 7.0  # % of the width kept for the count labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,56 +26,51 @@ class Chart:
 
 def _nice(value: int) -> int:
     """A round axis maximum at or above `value`."""
-    if value <= 5:
-        return 5
-    for step in (1, 2, 2.5, 5, 10):
-        magnitude = 10 ** (len(str(value)) - 1)
-        top = int(step * magnitude)
-        if top >= value:
-            return top
+    if value <= 4:
+        return 4
+    magnitude = 10 ** (len(str(value)) - 1)
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * magnitude >= value:
+            return int(step * magnitude)
     return value
+
+
+def _x(i: float, n: int) -> str:
+    return f"{LEFT + (100 - LEFT) * i / max(n, 1):.3f}%"
 
 
 def draw(series: list[Minute], label: str) -> Chart:
     succeeded = sum(m.succeeded for m in series)
     failed = sum(m.failed for m in series)
     peak = _nice(max((m.succeeded + m.failed for m in series), default=0))
-    plot_w, plot_h = WIDTH - LEFT, HEIGHT - BOTTOM - TOP
-    bar = plot_w / max(len(series), 1)
-    gap = 1 if bar >= 4 else 0
-    ok_path, bad_path = [], []
-    for i, m in enumerate(series):
-        x = LEFT + i * bar
-        ok_h = plot_h * m.succeeded / peak
-        bad_h = plot_h * m.failed / peak
-        base = TOP + plot_h
-        w = max(bar - gap, 0.5)
-        if ok_h:
-            ok_path.append(f"M{x:.1f} {base:.1f}h{w:.1f}v{-ok_h:.1f}h{-w:.1f}z")
-        if bad_h:
-            bad_path.append(f"M{x:.1f} {base - ok_h:.1f}h{w:.1f}v{-bad_h:.1f}h{-w:.1f}z")
-    ticks = []
+    n = len(series)
+    ok, bad = [], []
+    for i, m in enumerate(series):  # y grows downwards: a bar of v deliveries spans peak - v .. peak
+        if m.succeeded:
+            ok.append(f"M{i + 0.08:.2f} {peak}h0.84v{-m.succeeded}h-0.84z")
+        if m.failed:
+            bad.append(f"M{i + 0.08:.2f} {peak - m.succeeded}h0.84v{-m.failed}h-0.84z")
+    labels = []
+    for fraction, text in ((0.0, f"{peak:,}"), (0.5, f"{peak / 2:,.4g}"), (1.0, "0")):
+        y = TOP + PLOT * fraction + 4
+        labels.append(f'<text class="axis" x="{LEFT - 1}%" y="{y:.0f}" text-anchor="end">{text}</text>')
     if series:
         span = series[-1].at - series[0].at
-        every = timedelta(minutes=10) if span <= timedelta(hours=2) else timedelta(hours=4)
+        every = 10 if span <= timedelta(hours=2) else 240  # minutes between time labels
         for i, m in enumerate(series):
-            at = m.at
-            if (at.hour * 60 + at.minute) % int(every.total_seconds() // 60) == 0:
-                x = LEFT + i * bar
-                ticks.append(f'<line class="tick" x1="{x:.1f}" y1="{TOP + plot_h}" x2="{x:.1f}" '
-                             f'y2="{TOP + plot_h + 4}"/><text class="axis" x="{x:.1f}" y="{HEIGHT - 6}" '
-                             f'text-anchor="middle">{at:%H:%M}</text>')
+            if (m.at.hour * 60 + m.at.minute) % every == 0 and 2 < i < n - 3:
+                labels.append(f'<text class="axis" x="{_x(i + 0.5, n)}" y="{HEIGHT - 6}" '
+                              f'text-anchor="middle">{m.at:%H:%M}</text>')
     title = f"Deliveries per minute, {label}: {succeeded:,} succeeded, {failed:,} failed"
     svg = (
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title" '
+        f'<svg class="chart" width="100%" height="{HEIGHT}" role="img" aria-labelledby="chart-title" '
         f'xmlns="http://www.w3.org/2000/svg"><title id="chart-title">{title}</title>'
-        f'<line class="grid" x1="{LEFT}" y1="{TOP}" x2="{WIDTH}" y2="{TOP}"/>'
-        f'<line class="grid" x1="{LEFT}" y1="{TOP + plot_h / 2:.1f}" x2="{WIDTH}" y2="{TOP + plot_h / 2:.1f}"/>'
-        f'<line class="baseline" x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH}" y2="{TOP + plot_h}"/>'
-        f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{peak:,}</text>'
-        f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h / 2 + 4:.1f}" text-anchor="end">{peak / 2:,.4g}</text>'
-        f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h + 4}" text-anchor="end">0</text>'
-        f'<path class="ok" d="{"".join(ok_path)}"/><path class="bad" d="{"".join(bad_path)}"/>'
-        f'{"".join(ticks)}</svg>'
+        f'<svg x="{LEFT}%" y="{TOP}" width="{100 - LEFT}%" height="{PLOT}" viewBox="0 0 {max(n, 1)} {peak}" '
+        f'preserveAspectRatio="none">'
+        f'<line class="grid" x1="0" y1="0" x2="{n}" y2="0" vector-effect="non-scaling-stroke"/>'
+        f'<line class="grid" x1="0" y1="{peak / 2}" x2="{n}" y2="{peak / 2}" vector-effect="non-scaling-stroke"/>'
+        f'<line class="baseline" x1="0" y1="{peak}" x2="{n}" y2="{peak}" vector-effect="non-scaling-stroke"/>'
+        f'<path class="ok" d="{"".join(ok)}"/><path class="bad" d="{"".join(bad)}"/></svg>'
+        f'{"".join(labels)}</svg>'
     )
     return Chart(svg, succeeded, failed)

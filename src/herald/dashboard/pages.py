@@ -25,6 +25,7 @@ from herald.domain.messages import OutboundMessage
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 PAGE_SIZE = 50
 LIVE_LIMIT = 100
+NO_LOG_YET = "0"  # a cursor below every id: the store had no log when the page was made
 RANGES = {"1h": (timedelta(hours=1), "the last hour"), "24h": (timedelta(hours=24), "the last 24 hours")}
 
 
@@ -128,15 +129,16 @@ async def logs_page(request: Request) -> Response:
     filters, problems = LogFilters.of(request)
     before = request.query_params.get("before") or None
     rows: list[dict[str, Any]] = []
+    live = None
     async with request.app.state.db.read() as conn:
         names = dict(await integrations.names(conn, who.store.id))
         if not problems:
             rows = await logs.browse(conn, who.store.id, **filters.arguments(), before=before, limit=PAGE_SIZE + 1)
+        if before is None and not problems:  # the first page follows new logs, from the newest there is now
+            newest = rows[0]["id"] if rows else await logs.newest_id(conn, who.store.id)
+            live = f"/dashboard/logs/rows?{filters.query(after=newest or NO_LOG_YET)}"
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    live = None
-    if before is None and not problems:  # the first page follows new logs as they come
-        live = f"/dashboard/logs/rows?{filters.query(after=rows[0]['id'] if rows else '')}"
     older = f"/dashboard/logs?{filters.query(before=rows[-1]['id'])}" if more else None
     return page(request, "logs.html", visitor=who, rows=rows, names=names, filters=filters, problems=problems,
                 older=older, newest=f"/dashboard/logs?{filters.query()}" if before else None, live=live,
@@ -148,15 +150,11 @@ async def new_log_rows(request: Request) -> Response:
     """Logs newer than `after`, newest first, as table rows; X-Herald-After is where to look from next time."""
     who = await visitor(request)
     filters, problems = LogFilters.of(request)
-    after = request.query_params.get("after", "")
+    after = request.query_params.get("after") or NO_LOG_YET
     if problems:
         raise PageError(400, "Bad filters", " ".join(problems))
     async with request.app.state.db.read() as conn:
-        if not after:
-            after = await logs.newest_id(conn, who.store.id)
-            rows: list[dict[str, Any]] = []
-        else:
-            rows = await logs.browse(conn, who.store.id, **filters.arguments(), after=after, limit=LIVE_LIMIT)
+        rows = await logs.browse(conn, who.store.id, **filters.arguments(), after=after, limit=LIVE_LIMIT)
         names = dict(await integrations.names(conn, who.store.id)) if rows else {}
     cursor = rows[0]["id"] if rows else after
     return fragment(request, "_log_rows.html", headers={"X-Herald-After": cursor}, rows=rows, names=names)
