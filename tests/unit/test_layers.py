@@ -11,9 +11,12 @@ import herald
 
 ROOT = Path(herald.__file__).parent
 FORBIDDEN = {
-    "domain": ("herald.api", "herald.db", "herald.delivery", "herald.app", "herald.cli", "herald.settings"),
-    "db": ("herald.api", "herald.delivery", "herald.app", "herald.cli"),
-    "delivery": ("herald.api", "herald.app", "herald.cli"),
+    "domain": ("herald.api", "herald.db", "herald.delivery", "herald.app", "herald.cli", "herald.dashboard",
+               "herald.settings"),
+    "db": ("herald.api", "herald.delivery", "herald.app", "herald.cli", "herald.dashboard"),
+    "delivery": ("herald.api", "herald.app", "herald.cli", "herald.dashboard"),
+    "api": ("herald.app", "herald.cli", "herald.dashboard", "herald.delivery"),
+    "dashboard": ("herald.app", "herald.cli", "herald.delivery"),
 }
 
 
