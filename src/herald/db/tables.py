@@ -83,6 +83,9 @@ integrations = sa.Table(
     sa.Column("previous_signing_secret", sa.String(128), nullable=True),
     sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
     sa.Column("failing_since", UTCDateTime, nullable=True),
+    # the circuit breaker: failed attempts in a row, and (while open) no claim before this time but one probe
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("breaker_until", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("deleted_at", UTCDateTime, nullable=True),
@@ -135,6 +138,15 @@ jobs = sa.Table(
     ),
     sa.Index("ix_jobs_integration", "integration_id", "id"),
     sa.Index("ix_jobs_event", "event_id"),
+    sa.Index(
+        "ix_jobs_open_integration", "integration_id", "run_at",
+        postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+        sqlite_where=sa.text("status IN ('pending', 'delivering')"),
+    ),
+    sa.Index(
+        "ix_jobs_held", "integration_id", "run_at",
+        postgresql_where=sa.text("status = 'delivering'"), sqlite_where=sa.text("status = 'delivering'"),
+    ),
 )
 
 logs = sa.Table(
