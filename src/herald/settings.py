@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     per_host_connections: int = Field(
         50, ge=1, description="Concurrent connections per receiver host, and deliveries in flight per integration."
     )
+    claim_per_integration: int = Field(
+        100, ge=1, description="Jobs of one integration held by all workers together (being sent or waiting for "
+        "their turn): the rest of a slow integration's backlog stays in the database, out of the others' way."
+    )
+    breaker_failures: int = Field(
+        10, ge=1, description="Failed attempts in a row that open an integration's circuit breaker: its jobs then "
+        "wait, but for one probe every HERALD_BREAKER_PROBE_INTERVAL seconds, until an attempt succeeds."
+    )
+    breaker_probe_interval: float = Field(
+        30.0, gt=0, description="Seconds between the probes of an integration whose circuit breaker is open."
+    )
     login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
     login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

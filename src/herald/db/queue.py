@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,46 +66,142 @@ class Outcome:
 
 log = logging.getLogger("herald.worker")
 _INTEGRATION_COLUMNS = tuple(f.name for f in dataclasses.fields(IntegrationSnapshot))
+# Which integrations have open jobs: a loose index scan (one probe of ix_jobs_open_integration per integration,
+# however deep each backlog is), with each one's oldest due time, the jobs workers hold now, and its breaker.
+_OPEN = (
+    "WITH RECURSIVE open(iid) AS ("
+    " SELECT (SELECT integration_id FROM jobs WHERE status IN ('pending', 'delivering') ORDER BY integration_id"
+    " LIMIT 1)"
+    " UNION ALL SELECT (SELECT integration_id FROM jobs WHERE status IN ('pending', 'delivering')"
+    " AND integration_id > open.iid ORDER BY integration_id LIMIT 1) FROM open WHERE open.iid IS NOT NULL)"
+    " SELECT open.iid,"
+    " (SELECT run_at FROM jobs WHERE integration_id = open.iid AND status IN ('pending', 'delivering')"
+    " ORDER BY run_at LIMIT 1),"
+    " (SELECT count(*) FROM jobs WHERE integration_id = open.iid AND status = 'delivering' AND run_at > {p}),"
+    " i.consecutive_failures, i.breaker_until"
+    " FROM open LEFT JOIN integrations i ON i.id = open.iid WHERE open.iid IS NOT NULL"
+)
+_OPEN_INTEGRATIONS = Sql(_OPEN.format(p="?"), _OPEN.format(p="%s"))
+_DUE_OF = Sql(
+    "SELECT id FROM jobs WHERE integration_id = ? AND status IN ('pending', 'delivering') AND run_at <= ?"
+    " ORDER BY run_at LIMIT ?"
+)
 _CLAIM = Sql(
     "UPDATE jobs SET status = 'delivering', run_at = ?, lease_token = ?, updated_at = ?"
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= ?"
-    " ORDER BY run_at LIMIT ?)"
+    " WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'delivering')"
     " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts",
-    # one round trip: the claimed jobs with their events' payloads and their integrations
-    "WITH c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'delivering') AND run_at <= %s ORDER BY run_at"
-    " LIMIT %s FOR UPDATE SKIP LOCKED)"
+    # one round trip: so many due jobs of each integration, with their events' payloads and their integrations
+    "WITH pick AS (SELECT j.id FROM unnest(%b::text[], %b::int[]) AS a(iid, n) CROSS JOIN LATERAL"
+    " (SELECT id FROM jobs WHERE integration_id = a.iid AND status IN ('pending', 'delivering') AND run_at <= %s"
+    " ORDER BY run_at LIMIT a.n FOR UPDATE SKIP LOCKED) j),"
+    " c AS (UPDATE jobs SET status = 'delivering', run_at = %s, lease_token = %s, updated_at = %s"
+    " WHERE id IN (SELECT id FROM pick)"
     " RETURNING id, store_id, integration_id, event_id, triggered_by, attempts, max_attempts)"
     f" SELECT c.*, e.payload, e.created_at, {', '.join('i.' + c for c in _INTEGRATION_COLUMNS)}"
     # LEFT JOINs: a job whose event or integration row is missing comes back too, to be cancelled, not lost
     " FROM c LEFT JOIN events e ON e.id = c.event_id LEFT JOIN integrations i ON i.id = c.integration_id",
 )
+_PROBING = Sql(
+    "UPDATE integrations SET breaker_until = ? WHERE id IN (SELECT value FROM json_each(?))",
+    "UPDATE integrations SET breaker_until = %s WHERE id = ANY(%b)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fairness:
+    """How claims share the workers between integrations.
+
+    `per_integration`: jobs of one integration held by all workers together (being sent, or waiting for their
+    turn), so that one slow integration's backlog stays in the database, claimable by nobody, instead of filling
+    the workers. `breaker_failures`: failed attempts in a row after which an integration's circuit breaker
+    opens: its jobs are left alone but for one probe every `probe_interval` seconds, until an attempt succeeds.
+    """
+
+    per_integration: int = 100
+    breaker_failures: int = 10
+    probe_interval: float = 30.0
+
+
+def _shares(open_rows: list[tuple[Any, ...]], want: int, now: datetime, fair: Fairness,
+            db: Driver) -> tuple[dict[str, int], set[str], datetime | None]:
+    """Slots for each integration, dealt one at a time in turn (oldest due first) up to its allowance, so that
+    a claim spreads over every integration with due work; the integrations that get a breaker probe; and, for an
+    idle worker, when the next job falls due (a breaker's reopening counts)."""
+    allowance: dict[str, int] = {}
+    probes: set[str] = set()
+    next_due: datetime | None = None
+    order: list[tuple[datetime, str]] = []
+    for iid, first, held, failures, breaker_until in open_rows:
+        first, breaker_until = db.ts_out(first), db.ts_out(breaker_until)
+        if first is None:
+            continue
+        broken = failures is not None and failures >= fair.breaker_failures
+        if broken and breaker_until is not None and breaker_until > now:
+            next_due = breaker_until if next_due is None else min(next_due, breaker_until)
+            continue
+        if first > now:
+            next_due = first if next_due is None else min(next_due, first)
+            continue
+        room = (1 if broken else fair.per_integration) - int(held)
+        if room <= 0:
+            continue
+        allowance[iid] = room
+        order.append((first, iid))
+        if broken:
+            probes.add(iid)
+    order.sort()
+    shares: dict[str, int] = {}
+    left = want
+    while left > 0 and order:
+        still = []
+        for first, iid in order:
+            if left == 0:
+                break
+            shares[iid] = shares.get(iid, 0) + 1
+            left -= 1
+            if shares[iid] < allowance[iid]:
+                still.append((first, iid))
+        order = still
+    return shares, probes & set(shares), next_due
 _EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
 _INTEGRATIONS = Sql(
     f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id IN (SELECT value FROM json_each(?))"
 )
-_NEXT_DUE = Sql("SELECT min(run_at) FROM jobs WHERE status IN ('pending', 'delivering')")
 
 
 async def claim(
-    conn: AsyncConnection, limit: int, lease_seconds: float, now: datetime
+    conn: AsyncConnection, limit: int, lease_seconds: float, now: datetime, fair: Fairness | None = None
 ) -> tuple[list[ClaimedJob], datetime | None]:
-    """Take up to `limit` due jobs (pending and due, or delivering with an expired lease).
+    """Take up to `limit` due jobs (pending and due, or delivering with an expired lease), shared fairly between
+    integrations (see `Fairness`).
 
-    Also answers, when fewer than `limit` were due, when the next job falls due (None when nothing waits),
-    so that an idle worker knows how long it may sleep.
+    Also answers, when fewer than `limit` were taken, when the next job falls due (None when nothing waits, or
+    only integrations at their share have due work: they free up as their jobs end), so that an idle worker
+    knows how long it may sleep.
 
-    The status predicate is written out literally so that the planner uses the partial index ix_jobs_due,
-    whose predicate is exactly this text; on PostgreSQL, SKIP LOCKED lets workers claim side by side.
+    Status predicates are written out literally so that the planner uses the partial indexes whose predicates
+    are exactly this text; on PostgreSQL, SKIP LOCKED lets workers claim side by side.
     """
+    fair = fair or Fairness()
     db = Driver(conn)
     token = new_id()
-    claimed = await db.all(
-        _CLAIM, (db.ts(now + timedelta(seconds=lease_seconds)), token, db.ts(now), db.ts(now), limit)
-    )
-    next_due = None
-    if len(claimed) < limit:
-        next_due = db.ts_out((await db.all(_NEXT_DUE))[0][0])
+    open_rows = await db.all(_OPEN_INTEGRATIONS, (db.ts(now),))
+    shares, probes, next_due = _shares(open_rows, limit, now, fair, db)
+    if not shares:
+        return [], next_due
+    until = db.ts(now + timedelta(seconds=lease_seconds))
+    if db.is_sqlite:
+        ids: list[str] = []
+        for iid, n in shares.items():
+            ids += [r[0] for r in await db.all(_DUE_OF, (iid, db.ts(now), n))]
+        claimed = await db.all(_CLAIM, (until, token, db.ts(now), db.ids(ids)))
+    else:
+        claimed = await db.all(_CLAIM, (list(shares), list(shares.values()), now, until, token, now))
+    if probes:
+        # one probe per interval, whichever worker sends it
+        await db.run(_PROBING, (db.ts(now + timedelta(seconds=fair.probe_interval)), db.ids(probes)))
+    if len(claimed) >= limit:
+        next_due = None
     if not claimed:
         return [], next_due
     if db.is_sqlite:
@@ -161,8 +258,9 @@ _RECORD_PG = Sql(
     " SELECT store_id, integration_id, succeeded, count(*) FROM logged GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     " ON CONFLICT (store_id, integration_id, succeeded) DO UPDATE SET count = log_counts.count + excluded.count),"
     f" by_minute AS ({minutes.PG_ADD_FROM_LOGGED}),"
-    " healed AS (UPDATE integrations SET failing_since = NULL"
-    " WHERE id IN (SELECT integration_id FROM logged WHERE succeeded) AND failing_since IS NOT NULL)"
+    " healed AS (UPDATE integrations SET failing_since = NULL, consecutive_failures = 0, breaker_until = NULL"
+    " WHERE id IN (SELECT integration_id FROM logged WHERE succeeded)"
+    " AND (failing_since IS NOT NULL OR consecutive_failures > 0))"
     " SELECT id FROM done",
 )
 
@@ -178,7 +276,9 @@ def _log_values(db: Driver, log: LogRow) -> list[Any]:
     return values
 
 
-async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> list[Outcome]:
+async def record(
+    conn: AsyncConnection, outcomes: list[Outcome], now: datetime, fair: Fairness | None = None
+) -> list[Outcome]:
     """Write each attempt's log and its job's next state, only where this worker still holds the lease, and
     track since when every delivery of an integration has failed.
 
@@ -193,7 +293,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
         columns += [list(column) for column in zip(*logs, strict=True)]
         finished = {r[0] for r in await db.all(_RECORD_PG, (*columns, now))}
         kept = [o for o in outcomes if o.job.id in finished]
-        await _mark_failing(db, kept, now)
+        await _mark_failing(db, kept, now, fair or Fairness())
         return kept
     held = dict(await db.all(_HELD, (db.ids([o.job.id for o in outcomes]),)))
     kept = [o for o in outcomes if held.get(o.job.id) == o.job.lease_token]
@@ -207,7 +307,7 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) 
     succeeded = {o.job.integration_id for o in kept if o.log.succeeded}
     if succeeded:
         await db.run(_RECOVERED, (db.ids(succeeded),))
-    await _mark_failing(db, kept, now)
+    await _mark_failing(db, kept, now, fair or Fairness())
     return kept
 
 
@@ -263,12 +363,14 @@ async def renew(conn: AsyncConnection, tokens: list[str], lease_seconds: float, 
 
 
 _RECOVERED = Sql(
-    "UPDATE integrations SET failing_since = NULL"
-    " WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NOT NULL"
+    "UPDATE integrations SET failing_since = NULL, consecutive_failures = 0, breaker_until = NULL"
+    " WHERE id IN (SELECT value FROM json_each(?)) AND (failing_since IS NOT NULL OR consecutive_failures > 0)"
 )
+# params: now, failures, failures, threshold, open until, integration id
 _FAILING = Sql(
-    "UPDATE integrations SET failing_since = ? WHERE id IN (SELECT value FROM json_each(?)) AND failing_since IS NULL",
-    "UPDATE integrations SET failing_since = %s WHERE id = ANY(%b) AND failing_since IS NULL",
+    "UPDATE integrations SET failing_since = coalesce(failing_since, ?),"
+    " consecutive_failures = consecutive_failures + ?,"
+    " breaker_until = CASE WHEN consecutive_failures + ? >= ? THEN ? ELSE breaker_until END WHERE id = ?"
 )
 _FAILING_SINCE = Sql(
     "SELECT id FROM integrations WHERE id IN (SELECT value FROM json_each(?)) AND enabled = 1"
@@ -277,13 +379,16 @@ _FAILING_SINCE = Sql(
 )
 
 
-async def _mark_failing(db: Driver, kept: list[Outcome], now: datetime) -> None:
-    """Integrations with only failed attempts in this batch start failing now, unless they already were."""
-    failing = {o.job.integration_id for o in kept if not o.log.succeeded}
-    if failing:
-        failing -= {o.job.integration_id for o in kept if o.log.succeeded}
-    if failing:
-        await db.run(_FAILING, (db.ts(now), db.ids(failing)))
+async def _mark_failing(db: Driver, kept: list[Outcome], now: datetime, fair: Fairness) -> None:
+    """Integrations with only failed attempts in this batch start failing now, unless they already were, and
+    count them towards their circuit breaker, which opens at `fair.breaker_failures` in a row."""
+    failures = Counter(o.job.integration_id for o in kept if not o.log.succeeded)
+    for iid in {o.job.integration_id for o in kept if o.log.succeeded}:
+        failures.pop(iid, None)
+    if failures:
+        stamp, until = db.ts(now), db.ts(now + timedelta(seconds=fair.probe_interval))
+        await db.many(_FAILING, [(stamp, n, n, fair.breaker_failures, until, iid)
+                                 for iid, n in sorted(failures.items())])
 
 
 async def failing_too_long(conn: AsyncConnection, ids: set[str], before: datetime) -> list[str]:

@@ -71,6 +71,8 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.hooks: list[OutcomeHook] = list(hooks or ())
         self._events = OperatorEvents(settings.public_url, settings.max_attempts)
+        self.fair = queue.Fairness(settings.claim_per_integration, settings.breaker_failures,
+                                   settings.breaker_probe_interval)
         self._transports: dict[str, Transport] = dict(transports or {})
         self._own_transports = not transports
         self._gate: PerKeyLimit[queue.ClaimedJob] = PerKeyLimit(settings.per_host_connections)
@@ -179,7 +181,7 @@ class Worker:
             want = min(capacity, s.worker_batch)
             try:
                 async with self.db.write() as conn:
-                    claimed, next_due = await queue.claim(conn, want, s.lease_seconds, utcnow())
+                    claimed, next_due = await queue.claim(conn, want, s.lease_seconds, utcnow(), self.fair)
                     for job in claimed:
                         if job.integration.deleted_at is not None:
                             await queue.cancel(conn, job, utcnow())
@@ -319,7 +321,7 @@ class Worker:
         disabled: list[str] = []
         try:
             async with self.db.write() as conn:
-                kept = await queue.record(conn, outcomes, now)
+                kept = await queue.record(conn, outcomes, now, self.fair)
                 if any(o.status == "pending" for o in kept):
                     await jobs_due(conn, other_processes=False)  # our claim loop may need to wake earlier
                 gone = {o.job.integration_id for o in kept if results[o.job.id].gone}

@@ -1,0 +1,123 @@
+"""Claims shared fairly between integrations, and the circuit breaker, on SQLite and PostgreSQL: the real queue,
+a fake transport (no sockets)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from herald.db import queue
+from herald.db.driver_sql import Driver
+from herald.db.queue import Fairness, _shares
+from herald.db.tables import integrations, jobs
+from herald.delivery.transports.base import Delivered, DeliveryFailed
+from herald.delivery.transports.fake import FakeTransport
+from herald.domain.ids import utcnow
+from tests.support.server import poll
+from tests.unit.test_worker_loop import Harness, _running, harness
+
+__all__ = ["harness"]  # the fixture, shared with test_worker_loop
+
+
+async def backlog(h: Harness, integration_id: str, count: int) -> None:
+    """`count` due jobs for one integration (published in batches, as a store would)."""
+    for start in range(0, count, 500):
+        items = [{"type": "event", "triggered_by": "order.paid", "payload": {"n": i}}
+                 for i in range(start, min(count, start + 500))]
+        r = await h.client.post("/v2/events", json={"data": items}, headers=h.store.headers)
+        assert r.status_code == 202, r.text
+
+
+async def by_integration(h: Harness, status: str) -> dict[str, int]:
+    async with h.app.state.db.read() as conn:
+        rows = await conn.execute(sa.select(jobs.c.integration_id, sa.func.count()).where(
+            jobs.c.store_id == h.store.id, jobs.c.status == status).group_by(jobs.c.integration_id))
+        return {i: int(n) for i, n in rows}
+
+
+def test_slots_are_dealt_in_turn_up_to_each_allowance() -> None:
+    now = utcnow()
+    db = Driver.__new__(Driver)  # only ts_out is used, on values that are already datetimes
+    db._sqlite = None  # type: ignore[attr-defined]
+    rows = [
+        ("old", now - timedelta(minutes=5), 0, 0, None),  # oldest due: first in each turn
+        ("full", now - timedelta(minutes=4), 3, 0, None),  # holds all it may
+        ("new", now - timedelta(seconds=1), 1, 0, None),
+        ("later", now + timedelta(seconds=30), 0, 0, None),  # nothing due yet
+        ("open", now - timedelta(minutes=9), 0, 5, now + timedelta(seconds=20)),  # breaker open
+        ("probe", now - timedelta(minutes=8), 0, 5, now - timedelta(seconds=1)),  # breaker due a probe
+    ]
+    shares, probes, next_due = _shares(rows, 7, now, Fairness(per_integration=3, breaker_failures=5), db)
+    assert shares == {"probe": 1, "old": 3, "new": 2}
+    assert probes == {"probe"}
+    assert next_due == now + timedelta(seconds=20)  # the open breaker's probe time comes before `later`
+
+
+async def test_one_integrations_backlog_does_not_take_every_claim(harness: Harness) -> None:
+    busy = await harness.integration(name="Busy")
+    quiet = await harness.integration(name="Quiet", observes=["order.fulfilled"])
+    await backlog(harness, busy, 300)
+    for _ in range(3):
+        r = await harness.client.post("/v2/events", headers=harness.store.headers, json={"data": {
+            "type": "event", "triggered_by": "order.fulfilled", "payload": {}}})
+        assert r.status_code == 202
+    fair = Fairness(per_integration=20)
+    async with harness.app.state.db.write() as conn:
+        first, _ = await queue.claim(conn, 100, 60, utcnow(), fair)
+    taken = {i: sum(1 for j in first if j.integration_id == i) for i in (busy, quiet)}
+    assert taken == {busy: 20, quiet: 3}
+    async with harness.app.state.db.write() as conn:
+        second, _ = await queue.claim(conn, 100, 60, utcnow(), fair)
+    assert second == []  # the busy integration holds its share; the rest of its backlog waits in the database
+    assert (await by_integration(harness, "pending")).get(busy) == 280
+    # held jobs given back (a worker stopping) free the shares again
+    async with harness.app.state.db.write() as conn:
+        await queue.release(conn, [first[0].lease_token], utcnow())
+        third, _ = await queue.claim(conn, 100, 60, utcnow(), fair)
+    assert sorted(j.integration_id for j in third) == sorted([busy] * 20 + [quiet] * 3)
+
+
+async def test_an_integration_failing_in_a_row_is_probed_not_flooded(harness: Harness) -> None:
+    dead = await harness.integration(name="Dead")
+    healthy = await harness.integration(name="Healthy", observes=["order.fulfilled"])
+    calls: dict[str, int] = {}
+
+    def answer(message: object) -> Delivered | DeliveryFailed:
+        iid = message.integration_id  # type: ignore[attr-defined]
+        calls[iid] = calls.get(iid, 0) + 1
+        return DeliveryFailed("down", status=503) if iid == dead else Delivered(200, "")
+
+    fake = FakeTransport(answer)
+    await backlog(harness, dead, 60)
+    worker = await _running(harness.worker(fake, [], retry_schedule="0.05,0.05,0.05", breaker_failures=5,
+                                           breaker_probe_interval=3600, per_host_connections=1,
+                                           claim_per_integration=1))
+    try:
+        async def breaker() -> tuple[int, object]:
+            async with harness.app.state.db.read() as conn:
+                row = (await conn.execute(sa.select(integrations.c.consecutive_failures,
+                                                    integrations.c.breaker_until).where(
+                    integrations.c.id == dead))).one()
+                return int(row[0]), row[1]
+
+        failures, until = await poll(breaker, lambda b: b[0] >= 5 and b[1] is not None)
+        sent = calls[dead]
+        # the healthy integration goes on while the dead one's breaker is open
+        r = await harness.client.post("/v2/events", headers=harness.store.headers, json={"data": {
+            "type": "event", "triggered_by": "order.fulfilled", "payload": {}}})
+        assert r.status_code == 202
+        await harness.logs(healthy, 1)  # claims went on after the breaker opened, and skipped the dead one
+        assert calls[dead] == sent <= 6, calls
+        assert (await by_integration(harness, "pending")).get(dead, 0) >= 50
+        # the probe time comes: one attempt; it succeeds, the breaker closes and the backlog flows
+        fake.script = lambda m: Delivered(200, "")
+        async with harness.app.state.db.write() as conn:
+            await conn.execute(integrations.update().where(integrations.c.id == dead).values(
+                breaker_until=utcnow() - timedelta(seconds=1)))
+        harness.app.state.db.notifier.wake()
+        await poll(lambda: by_integration(harness, "succeeded"), lambda s: s.get(dead, 0) == 60, timeout=30)
+        failures, until = await breaker()
+        assert (failures, until) == (0, None)
+    finally:
+        await worker.stop()
