@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.db import counts
+from herald.db.database import Database
 from herald.db.driver_sql import Driver
 from herald.db.logs import LogRow
 from herald.db.retention import Purged, purge, would_purge
 from herald.db.tables import events, jobs, logs
-from herald.domain.ids import utcnow
+from herald.domain.ids import new_id, utcnow
 from tests.support.helpers import StoreCreds, webhook_body
 
 
@@ -88,3 +92,128 @@ async def test_old_rows_go_and_the_rest_stays(app: Any, client: httpx.AsyncClien
     assert failed.json()["results"]["total"] == 1 == len(failed.json()["data"])
     again = await purge(app.state.db, cutoff)
     assert (again.logs, again.jobs) == (0, 0)
+
+
+async def _log(app: Any, store_id: str, integration_id: str, job_id: str, at: datetime) -> str:
+    """One more (failed) attempt of `job_id`, made at `at`, with its total."""
+    row = LogRow(_old_id(at), store_id, integration_id, job_id, False, 2, 0.01, "", 500, "", at)
+    async with app.state.db.write() as conn:
+        await conn.execute(logs.insert().values(**{k: getattr(row, k) for k in row.__slots__}))
+        await counts.add(Driver(conn), [row])
+    return row.id
+
+
+async def test_a_pass_walks_past_what_it_keeps(app: Any, client: httpx.AsyncClient, store: StoreCreds) -> None:
+    """Batches of 2: more kept jobs at the start of the range than a batch holds, a job with more logs than a batch,
+    an event that no job ever needed. One pass removes all that can go, which is what a dry run counted."""
+    created = await client.post("/v2/integrations", json=webhook_body(enabled=True), headers=store.headers)
+    integration_id = created.json()["data"]["id"]
+    now = utcnow()
+    old, cutoff = now - timedelta(days=40), now - timedelta(days=30)
+    pending = [await _seed(app, store.id, integration_id, old + timedelta(seconds=i), status="pending",
+                           with_log=False) for i in range(5)]
+    retried = await _seed(app, store.id, integration_id, old + timedelta(seconds=10), status="failed", with_log=True)
+    retries = [await _log(app, store.id, integration_id, retried[1], old + timedelta(seconds=11 + i)) for i in range(4)]
+    orphan = _old_id(old + timedelta(seconds=20))
+    async with app.state.db.write() as conn:
+        await conn.execute(events.insert().values(id=orphan, store_id=store.id, triggered_by="order.paid",
+                                                  payload="{}", created_at=old))
+    finished = [await _seed(app, store.id, integration_id, old + timedelta(seconds=30 + i), status="succeeded",
+                            with_log=True) for i in range(3)]
+
+    async with app.state.db.read() as conn:
+        planned = await would_purge(conn, cutoff)
+    done = await purge(app.state.db, cutoff, limit=2)
+
+    assert done == planned
+    assert (done.logs, done.jobs) == (8, 4) and done.events >= 5
+    assert await _ids(app, jobs, [job for _, job, _ in pending]) == {job for _, job, _ in pending}
+    assert await _ids(app, events, [event for event, _, _ in pending]) == {event for event, _, _ in pending}
+    gone = [retried, *finished]
+    assert await _ids(app, jobs, [job for _, job, _ in gone]) == set()
+    assert await _ids(app, events, [event for event, _, _ in gone] + [orphan]) == set()
+    assert await _ids(app, logs, [log for _, _, log in gone if log] + retries) == set()
+    listed = await client.get(f"/v2/integrations/{integration_id}/logs", headers=store.headers)
+    assert listed.json()["results"]["total"] == 0 == len(listed.json()["data"])
+    assert await purge(app.state.db, cutoff, limit=2) == Purged()
+
+
+# --- PostgreSQL: what a batch reads, and the purge lock ------------------------------------------------------------
+
+
+def _bulk_sql(n: int, start_ms: int) -> list[str]:
+    """n old events, their finished jobs and one log each (ids UUIDv7 one millisecond apart), with the totals."""
+    h = (f"(SELECT i, lpad(to_hex({start_ms}::bigint + i), 12, '0') AS ms, lpad(to_hex(i), 15, '0') AS seq,"
+         f" to_timestamp(({start_ms}::bigint + i) / 1000.0) AS at FROM generate_series(0, {n - 1}) AS i) AS h")
+
+    def uuid7(kind: int) -> str:
+        return f"substr(h.ms, 1, 8) || '-' || substr(h.ms, 9, 4) || '-7{kind}00-8' || substr(h.seq, 1, 3) || '-' " \
+               f"|| substr(h.seq, 4, 12)"
+
+    return [
+        f"INSERT INTO events (id, store_id, triggered_by, payload, created_at)"
+        f" SELECT {uuid7(0)}, %(store)s, 'order.paid', '{{}}', h.at FROM {h}",
+        f"INSERT INTO jobs (id, store_id, integration_id, event_id, triggered_by, status, attempts, max_attempts,"
+        f" created_at, updated_at) SELECT {uuid7(1)}, %(store)s, %(integration)s, {uuid7(0)}, 'order.paid',"
+        f" 'succeeded', 1, 3, h.at, h.at FROM {h}",
+        f"INSERT INTO logs (id, store_id, integration_id, job_id, succeeded, attempt, processing_time, body,"
+        f" status_code, error_detail, created_at) SELECT {uuid7(2)}, %(store)s, %(integration)s, {uuid7(1)}, true,"
+        f" 1, 0.01, 'ok', 200, '', h.at FROM {h}",
+        "INSERT INTO log_counts (store_id, integration_id, succeeded, count)"
+        " SELECT store_id, integration_id, succeeded, count(*) FROM logs WHERE store_id = %(store)s"
+        " GROUP BY store_id, integration_id, succeeded",
+    ]
+
+
+class _InOneTransaction:
+    """Stands in for a Database whose every write transaction is the one transaction already open on `conn`."""
+
+    is_sqlite = False
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        yield self.conn
+
+
+_READS = ("SELECT relname, seq_scan, seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
+          " WHERE relname IN ('logs', 'jobs', 'events')")
+
+
+async def test_a_pass_reads_each_row_a_few_times_not_once_per_batch(postgres_url: str) -> None:
+    """Asked for "the first 1,000 old jobs with no log", PostgreSQL would rather hash the whole logs table (it
+    expects almost no such job) than look row by row: a pass over n rows would then read n rows per batch. Every
+    batch must read only the rows it decides. All in one transaction, rolled back: nothing stays in the database."""
+    n, limit = 40_000, 100  # big enough that an index is the planner's choice for a batch (at 10,000 it is not)
+    store, integration = new_id(), new_id()
+    now = utcnow()
+    cutoff = now - timedelta(days=30)
+    start_ms = int((now - timedelta(days=40)).timestamp() * 1000) - n
+    db = Database(postgres_url)
+    try:
+        async with db.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                await conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")  # every read counted here
+                for sql in _bulk_sql(n, start_ms):
+                    await conn.exec_driver_sql(sql, {"store": store, "integration": integration})
+                await conn.exec_driver_sql("ANALYZE events, jobs, logs")
+                planned = await would_purge(conn, cutoff)
+                before = {name: (scans, rows) for name, scans, rows in (await conn.exec_driver_sql(_READS)).all()}
+                done = await purge(_InOneTransaction(conn), cutoff, limit=limit)
+                after = {name: (scans, rows) for name, scans, rows in (await conn.exec_driver_sql(_READS)).all()}
+            finally:
+                await transaction.rollback()
+        async with db.engine.connect() as conn:  # the rolled-back rows' room, and the row counts, as they were
+            await (await conn.execution_options(isolation_level="AUTOCOMMIT")).exec_driver_sql(
+                "VACUUM events, jobs, logs")
+    finally:
+        await db.dispose()
+    assert done == planned and min(done.logs, done.jobs, done.events) >= n
+    read = {name: after[name][1] - before.get(name, (0, 0))[1] for name in after}
+    scans = {name: after[name][0] - before.get(name, (0, 0))[0] for name in after}
+    assert scans == {"logs": 0, "jobs": 0, "events": 0}, read
+    assert all(rows <= 5 * n for rows in read.values()), read  # a whole table per batch: n * n / limit
+

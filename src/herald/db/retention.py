@@ -2,8 +2,12 @@
 batches so that neither deliveries nor the log pages wait behind a long delete.
 
 Ids are UUIDv7, ordered by creation time, so "older than the cutoff" is a range of the primary key (`id < B`,
-with B the smallest id of the cutoff's millisecond): each batch reads the oldest rows first, by index, at the
-same cost on 10 million rows as on 1,000. The running totals behind `results.total` are reduced in the same
+with B the smallest id of the cutoff's millisecond). A pass walks that range three times, each time with a
+cursor on the primary key: the logs first, then the jobs, then the events. Each batch reads the next `limit`
+rows after the cursor, by index, and decides them alone: its cost does not depend on how many rows the tables
+hold, nor on how many the pass removed before it (rows removed but not yet vacuumed are behind the cursor).
+A job is judged only once every old log is gone, and an event once the jobs are, so nothing is left for the
+next pass that this one could have removed. The running totals behind `results.total` are reduced in the same
 transaction as the logs they count.
 """
 
@@ -23,7 +27,7 @@ from herald.db.driver_sql import Driver, Sql
 if TYPE_CHECKING:
     from herald.db.database import Database
 
-BATCH = 1000  # rows of each kind per transaction
+BATCH = 1000  # rows per transaction
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
 PG_LOCK = 0x6865_7261_6C64 + 1  # one purging worker at a time on PostgreSQL (migrations use the key below it)
 
@@ -44,26 +48,51 @@ class Purged:
         return self.logs + self.jobs + self.events
 
 
+@dataclass(slots=True)
+class Cursor:
+    """Where a pass is: the table it walks (logs, jobs, events, then done) and the last id it has decided."""
+
+    table: str = "logs"
+    after: str = ""  # every id sorts above the empty string
+
+    @property
+    def done(self) -> bool:
+        return self.table == "done"
+
+    def next_table(self) -> None:
+        self.table = {"logs": "jobs", "jobs": "events", "events": "done"}[self.table]
+        self.after = ""
+
+
 def boundary_id(cutoff: datetime) -> str:
     """The smallest UUIDv7 of `cutoff`'s millisecond: every id below it was made before the cutoff."""
     hex_ms = f"{int(cutoff.timestamp() * 1000):012x}"
     return f"{hex_ms[:8]}-{hex_ms[8:]}-7000-8000-000000000000"
 
 
-_LOGS = Sql(
-    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE id < ? ORDER BY id LIMIT ?)"
+def _window(table: str, columns: str = "id") -> str:
+    """The next rows of the pass: at most `limit` ids after the cursor and below the boundary, in id order. A
+    LIMIT in a subquery bounds the rows read whatever the planner guesses about the conditions applied to them
+    (asked for the first 1000 old jobs with no log, PostgreSQL would otherwise hash the whole logs table)."""
+    return f"(SELECT {columns} FROM {table} WHERE id > ? AND id < ? ORDER BY id LIMIT ?) w"  # params: after, B, n
+
+
+_LAST = {table: Sql("SELECT max(id) FROM " + _window(table)) for table in ("logs", "jobs", "events")}  # the cursor
+_LOGS = Sql(  # params: after, B, n
+    "DELETE FROM logs WHERE id IN (SELECT id FROM " + _window("logs") + ")"
     " RETURNING store_id, integration_id, succeeded"
 )
 _UNCOUNT = Sql(
     "UPDATE log_counts SET count = count - ? WHERE store_id = ? AND integration_id = ? AND succeeded = ?"
 )
-_JOBS = Sql(
-    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs j WHERE id < ? AND status IN " + _FINISHED
-    + " AND updated_at < ? AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id) ORDER BY id LIMIT ?)"
+_JOBS = Sql(  # params: after, B, n, cutoff
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM " + _window("jobs", "id, status, updated_at")
+    + " WHERE status IN " + _FINISHED + " AND updated_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.job_id = w.id))"
 )
-_EVENTS = Sql(
-    "DELETE FROM events WHERE id IN (SELECT id FROM events e WHERE id < ?"
-    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id) ORDER BY id LIMIT ?)"
+_EVENTS = Sql(  # params: after, B, n
+    "DELETE FROM events WHERE id IN (SELECT id FROM " + _window("events")
+    + " WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = w.id))"
 )
 _LOCK = Sql(None, f"SELECT pg_try_advisory_xact_lock({PG_LOCK})")
 
@@ -80,20 +109,29 @@ _COUNT_EVENTS = Sql(
 )
 
 
-async def purge_batch(conn: AsyncConnection, cutoff: datetime, limit: int = BATCH) -> Purged | None:
-    """One transaction's worth: up to `limit` logs, then jobs, then events. None when another process holds the
-    PostgreSQL purge lock (it is purging already)."""
+async def purge_batch(conn: AsyncConnection, cutoff: datetime, cursor: Cursor, limit: int = BATCH) -> Purged | None:
+    """One transaction's worth: the next `limit` rows of the pass, after `cursor` (moved on here). None when another
+    process holds the PostgreSQL purge lock (it is purging already)."""
     db = Driver(conn)
     if not db.is_sqlite and not (await db.all(_LOCK))[0][0]:
         return None
     boundary = boundary_id(cutoff)
-    removed = await db.all(_LOGS, (boundary, limit))
-    if removed:
-        totals = Counter((store, integration, bool(ok)) for store, integration, ok in removed)
-        await db.many(_UNCOUNT, [(n, s, i, ok) for (s, i, ok), n in sorted(totals.items())])
-    jobs = await db.run(_JOBS, (boundary, db.ts(cutoff), limit))
-    events = await db.run(_EVENTS, (boundary, limit))
-    return Purged(len(removed), jobs, events)
+    while not cursor.done:
+        window = (cursor.after, boundary, limit)
+        last = (await db.all(_LAST[cursor.table], window))[0][0]
+        if last is None:
+            cursor.next_table()  # this table is done: the next one starts in the same transaction
+            continue
+        cursor.after = last
+        if cursor.table == "logs":
+            removed = await db.all(_LOGS, window)
+            totals = Counter((store, integration, bool(ok)) for store, integration, ok in removed)
+            await db.many(_UNCOUNT, [(n, s, i, ok) for (s, i, ok), n in sorted(totals.items())])
+            return Purged(logs=len(removed))
+        if cursor.table == "jobs":
+            return Purged(jobs=await db.run(_JOBS, (*window, db.ts(cutoff))))
+        return Purged(events=await db.run(_EVENTS, window))
+    return Purged()
 
 
 async def would_purge(conn: AsyncConnection, cutoff: datetime) -> Purged:
@@ -117,13 +155,16 @@ async def purge(
     """Remove everything older than `cutoff`, one batch per transaction, yielding to other work between batches.
     Stops early when another process holds the purge lock, or when `stop` is set."""
     done = Purged()
-    while stop is None or not stop.is_set():
+    cursor = Cursor()
+    while not cursor.done and (stop is None or not stop.is_set()):
+        moved = Cursor(cursor.table, cursor.after)
         async with db.write() as conn:
-            batch = await purge_batch(conn, cutoff, limit)
-        if batch is None or not batch.total:
+            batch = await purge_batch(conn, cutoff, moved, limit)
+        if batch is None:
             break
+        cursor = moved  # only once the batch is committed
         done.add(batch)
-        if progress is not None:
+        if progress is not None and batch.total:
             progress(batch)
         await asyncio.sleep(0)  # deliveries and API requests get the loop (and on SQLite the write lock) between
     return done
