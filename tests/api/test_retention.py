@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from herald.db import counts
 from herald.db.database import Database
 from herald.db.driver_sql import Driver
 from herald.db.logs import LogRow
-from herald.db.retention import Purged, purge, would_purge
+from herald.db.retention import PG_LOCK, Purged, purge, would_purge
 from herald.db.tables import events, jobs, logs
 from herald.domain.ids import new_id, utcnow
 from tests.support.helpers import StoreCreds, webhook_body
@@ -217,3 +218,127 @@ async def test_a_pass_reads_each_row_a_few_times_not_once_per_batch(postgres_url
     assert scans == {"logs": 0, "jobs": 0, "events": 0}, read
     assert all(rows <= 5 * n for rows in read.values()), read  # a whole table per batch: n * n / limit
 
+
+# Just before a purge transaction commits: whether it wrote anything (a transaction has an id once it writes), and
+# whether it holds the purge lock.
+_WATCH = (
+    "SELECT pg_current_xact_id_if_assigned() IS NOT NULL,"
+    " EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
+    " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)"
+)
+
+
+class _Worker(Database):
+    """One worker's Database. For each write transaction it notes, just before the commit, whether the transaction
+    wrote anything and whether it held the purge lock. With `hold_first`, its first transaction then stays open
+    (deletions not committed, lock held) until `release` is set: a worker in the middle of a batch."""
+
+    def __init__(self, url: str, *, hold_first: bool = False) -> None:
+        super().__init__(url)
+        self.transactions: list[tuple[bool, bool]] = []  # (wrote, held the lock)
+        self.hold_first = hold_first
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with super().write() as conn:
+            yield conn
+            wrote, locked = (await conn.exec_driver_sql(_WATCH, (PG_LOCK >> 32, PG_LOCK & 0xFFFF_FFFF))).one()
+            self.transactions.append((bool(wrote), bool(locked)))
+            if self.hold_first and len(self.transactions) == 1:
+                self.holding.set()
+                await self.release.wait()
+
+    @property
+    def wrote_without_the_lock(self) -> int:
+        return sum(1 for wrote, locked in self.transactions if wrote and not locked)
+
+
+RECENT = 3  # logs of the seeded store that no purge may touch
+
+
+async def _seed_old(db: Database, n: int) -> str:
+    """n old events with a finished job and a log each, and RECENT new logs, in a store of their own; its id."""
+    store, integration = new_id(), new_id()
+    now = utcnow()
+    start_ms = int((now - timedelta(days=40)).timestamp() * 1000) - n
+    recent = [LogRow(new_id(), store, integration, new_id(), True, 1, 0.01, "ok", 200, "", now) for _ in range(RECENT)]
+    async with db.write() as conn:
+        for sql in _bulk_sql(n, start_ms):
+            await conn.exec_driver_sql(sql, {"store": store, "integration": integration})
+        await conn.execute(logs.insert(), [{k: getattr(row, k) for k in row.__slots__} for row in recent])
+        await counts.add(Driver(conn), recent)
+    return store
+
+
+async def _totals(db: Database, store: str) -> tuple[int, int, int]:
+    """(the store's log totals, its log rows, negative totals in the whole database)."""
+    async with db.read() as conn:
+        row = (await conn.exec_driver_sql(
+            "SELECT (SELECT coalesce(sum(count), 0) FROM log_counts WHERE store_id = %(s)s),"
+            " (SELECT count(*) FROM logs WHERE store_id = %(s)s), (SELECT count(*) FROM log_counts WHERE count < 0)",
+            {"s": store})).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_while_one_worker_purges_another_does_not(postgres_url: str) -> None:
+    """Worker A is in the middle of a batch: lock held, its deletions not committed. Worker B's purge stops at once
+    with nothing removed, rather than waiting behind A's rows. Then A finishes: every old row removed once."""
+    cutoff = utcnow() - timedelta(days=30)
+    a, b = _Worker(postgres_url, hold_first=True), _Worker(postgres_url)
+    first: asyncio.Task[Purged] | None = None
+    try:
+        await purge(b, cutoff)  # old rows other tests may have left: this test counts its own
+        store = await _seed_old(b, 30)
+        b.transactions.clear()
+        first = asyncio.create_task(purge(a, cutoff, limit=7))
+        await asyncio.wait_for(a.holding.wait(), 10)
+        second = await asyncio.wait_for(purge(b, cutoff, limit=7), 10)
+        assert second == Purged()
+        assert b.transactions == [(False, False)]  # one try: no lock, nothing written
+        async with b.read() as conn:
+            assert await would_purge(conn, cutoff) == Purged(30, 30, 30)  # A's first batch is not committed
+        a.release.set()
+        done = await asyncio.wait_for(first, 60)
+        assert done == Purged(30, 30, 30)
+        assert a.transactions[0] == (True, True) and a.wrote_without_the_lock == 0
+        assert await _totals(b, store) == (RECENT, RECENT, 0)
+    finally:
+        a.release.set()
+        if first is not None and not first.done():
+            first.cancel()
+        await a.dispose()
+        await b.dispose()
+
+
+async def test_workers_competing_for_the_lock_remove_each_row_once(postgres_url: str) -> None:
+    """Two workers purge again and again, as their timers would, until nothing old is left: whichever holds the
+    lock purges, the other's pass stops. Every deletion happened under the lock, and the two results add up to
+    what was seeded, once."""
+    cutoff = utcnow() - timedelta(days=30)
+    a, b = _Worker(postgres_url), _Worker(postgres_url)
+
+    async def worker(db: _Worker) -> Purged:
+        got = Purged()
+        while True:
+            got.add(await purge(db, cutoff, limit=4))
+            async with db.read() as conn:
+                if not (await would_purge(conn, cutoff)).total:
+                    return got
+
+    try:
+        await purge(a, cutoff)
+        store = await _seed_old(a, 60)
+        a.transactions.clear()
+        results = await asyncio.wait_for(asyncio.gather(worker(a), worker(b)), 60)
+        total = Purged()
+        for result in results:
+            total.add(result)
+        assert total == Purged(60, 60, 60)
+        assert a.wrote_without_the_lock == b.wrote_without_the_lock == 0
+        assert sum(wrote for wrote, _ in a.transactions + b.transactions) >= 60 * 3 / 4  # batches of 4 rows
+        assert await _totals(a, store) == (RECENT, RECENT, 0)
+    finally:
+        await a.dispose()
+        await b.dispose()
