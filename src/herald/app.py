@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from herald import __version__, dashboard
-from herald.api import auth, events, health, integrations, jobs, logs, metrics
+from herald.api import auth, events, health, integrations, jobs, logs, metrics, outages
 from herald.api import dashboard as dashboard_links
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
 from herald.db import stores as store_repo
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         app.include_router(module.router)
     dashboard.install(app)  # after the API: no API request pays for matching the dashboard's routes
     _error_handlers(app)
+    outages.install(app)  # the database away: 503 with Retry-After, not a hang or a 500
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # it counts the 413s too

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from herald.db.notify import JOBS_DUE, Notifier
 
 BUSY_WAIT = 0.05  # seconds a statement may block on another process's lock before we back off
-WRITE_LOCK_WAIT = 30.0  # seconds a write waits for another process's write lock in all
+WRITE_LOCK_WAIT = 5.0  # seconds a write waits for another process's write lock in all (then: database is locked)
+POOL_WAIT = 2.0  # seconds a PostgreSQL request waits for a pooled connection before giving up (503)
 
 
 def async_url(url: str) -> str:
@@ -130,7 +131,14 @@ class Database:
         self.async_url = async_url(url)
         kwargs: dict[str, Any] = {}
         if self.async_url.startswith("postgresql"):
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+            # An outage must cost seconds, not minutes: connecting gives up after 2 s, a request waits at most 2 s
+            # for a pooled connection, and a connection whose server stopped answering (no RST: a cut network)
+            # fails after a few seconds of unacknowledged data or silent keepalives, instead of TCP's 15 minutes.
+            kwargs.update(
+                pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_timeout=POOL_WAIT,
+                connect_args={"connect_timeout": 2, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                              "keepalives_count": 2, "tcp_user_timeout": 5000},
+            )
         else:
             database = make_url(self.async_url).database or ":memory:"
             kwargs.update(async_creator=_inline_creator(database))

@@ -173,7 +173,8 @@ class Worker:
     async def _claim_loop(self) -> None:
         s = self.settings
         while not self._stop.is_set():
-            capacity = s.worker_concurrency - len(self._inflight) - self._gate.waiting
+            # results not yet recorded count too: while the database is away they wait here, bounded
+            capacity = s.worker_concurrency - len(self._inflight) - self._gate.waiting - len(self._done)
             if capacity <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -290,10 +291,13 @@ class Worker:
             self._done_event.clear()
             try:
                 await self._flush()
-            except Exception:
-                log.exception("recording attempts failed; will retry")
+            except Exception as exc:  # noqa: BLE001 - the database may be away: keep the results, retry shortly
+                log.warning("recording %d attempts failed (%s: %s); will retry", len(self._done), type(exc).__name__,
+                            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
                 await asyncio.sleep(0.5)
                 self._done_event.set()
+            else:
+                self._slot_free.set()  # recorded results made room for claims
 
     def _outcome(self, job: queue.ClaimedJob, result: AttemptResult, now: datetime) -> queue.Outcome:
         s = self.settings
