@@ -342,3 +342,21 @@ async def test_workers_competing_for_the_lock_remove_each_row_once(postgres_url:
     finally:
         await a.dispose()
         await b.dispose()
+
+
+async def test_the_per_minute_totals_of_purged_logs_go_too(app: Any, store: StoreCreds) -> None:
+    from herald.db import minutes
+    from herald.db.tables import log_minutes
+
+    now = utcnow()
+    old_minute, recent_minute = minutes.minute_of(now - timedelta(days=40)), minutes.minute_of(now)
+    integration_id = _old_id(now)
+    async with app.state.db.write() as conn:
+        for minute in (old_minute, recent_minute):
+            await conn.execute(log_minutes.insert().values(store_id=store.id, minute=minute,
+                                                           integration_id=integration_id, succeeded=True, count=3))
+    await purge(app.state.db, now - timedelta(days=30))
+    async with app.state.db.read() as conn:
+        kept = (await conn.execute(sa.select(log_minutes.c.minute).where(
+            log_minutes.c.integration_id == integration_id))).scalars().all()
+    assert [m.replace(tzinfo=None) for m in kept] == [recent_minute.replace(tzinfo=None)]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.db import minutes
 from herald.db.driver_sql import Driver, Sql
 
 if TYPE_CHECKING:
@@ -167,4 +168,8 @@ async def purge(
         if progress is not None and batch.total:
             progress(batch)
         await asyncio.sleep(0)  # deliveries and API requests get the loop (and on SQLite the write lock) between
+    if cursor.done:
+        # the per-minute totals of the logs that are gone (at most 1,440 rows a day per integration and outcome)
+        async with db.write() as conn:
+            await minutes.purge_before(conn, cutoff)
     return done
