@@ -121,3 +121,26 @@ async def test_an_integration_failing_in_a_row_is_probed_not_flooded(harness: Ha
         assert (failures, until) == (0, None)
     finally:
         await worker.stop()
+
+
+async def test_one_event_to_many_integrations_is_one_transaction_and_all_delivered(harness: Harness) -> None:
+    from herald.db.tables import logs
+
+    ids = [await harness.integration(name=f"Fan {i}") for i in range(300)]
+    r = await harness.client.post("/v2/events", headers=harness.store.headers, json={"data": {
+        "type": "event", "triggered_by": "order.paid", "payload": {"id": "o-fan"}}})
+    assert r.status_code == 202
+    assert len(r.json()["data"]["relationships"]["jobs"]["data"]) == 300  # accepted with all its jobs at once
+    fake = FakeTransport(lambda m: Delivered(200, ""))
+    worker = await _running(harness.worker(fake, []))
+    try:
+        async def delivered() -> dict[str, int]:
+            async with harness.app.state.db.read() as conn:
+                rows = await conn.execute(sa.select(logs.c.integration_id, sa.func.count()).where(
+                    logs.c.store_id == harness.store.id).group_by(logs.c.integration_id))
+                return {i: int(n) for i, n in rows}
+
+        found = await poll(delivered, lambda d: len(d) == 300, timeout=60)
+    finally:
+        await worker.stop()
+    assert set(found) == set(ids) and set(found.values()) == {1}
