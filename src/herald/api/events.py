@@ -13,7 +13,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
-from herald.api.jsonapi import APIError, JSONResponse, json_body, not_found, request_body, unprocessable
+from herald.api.jsonapi import (
+    APIError,
+    JSONResponse,
+    json_body,
+    not_found,
+    request_body,
+    resource_id,
+    unprocessable,
+)
 from herald.db import events as repo
 from herald.db.tables import idempotency_keys
 from herald.domain.events import EVENT_KEYS
@@ -148,6 +156,7 @@ async def publish(request: Request) -> JSONResponse:
 @router.get("/{event_id}", summary="Get an event, its payload and its jobs")
 async def get_event(request: Request, event_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(event_id)
     async with request.app.state.db.read() as conn:
         event = await repo.get(conn, store_id, event_id)
     if event is None:

@@ -25,6 +25,7 @@ from herald.api.jsonapi import (
     parse_bool,
     parse_str,
     request_body,
+    resource_id,
     unprocessable,
 )
 from herald.db import integrations as repo
@@ -133,6 +134,7 @@ async def list_integrations(request: Request) -> JSONResponse:
 @router.get("/{integration_id}", summary="Get an integration")
 async def get_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(integration_id)
     async with request.app.state.db.read() as conn:
         row = await repo.get(conn, store_id, integration_id)
     if row is None:
@@ -146,6 +148,7 @@ async def get_integration(request: Request, integration_id: str) -> JSONResponse
 async def update_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)
+    resource_id(integration_id)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         stored = await repo.get(conn, store_id, integration_id)
@@ -162,6 +165,7 @@ async def update_integration(request: Request, integration_id: str) -> JSONRespo
 @router.delete("/{integration_id}", status_code=204, summary="Delete an integration")
 async def delete_integration(request: Request, integration_id: str) -> Response:
     store_id = await require_store(request)
+    resource_id(integration_id)
     async with request.app.state.db.write() as conn:
         if not await repo.delete(conn, store_id, integration_id, utcnow(), _events(request)):
             raise not_found()
@@ -171,6 +175,7 @@ async def delete_integration(request: Request, integration_id: str) -> Response:
 @router.get("/{integration_id}/signing-secret", summary="Get the signing secret of an integration")
 async def get_signing_secret(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(integration_id)
     async with request.app.state.db.read() as conn:
         secrets = await repo.signing_secrets(conn, store_id, integration_id)
     if secrets is None:
@@ -181,6 +186,7 @@ async def get_signing_secret(request: Request, integration_id: str) -> JSONRespo
 @router.post("/{integration_id}/signing-secret/rotate", summary="Rotate the signing secret (old key signs 24 h more)")
 async def rotate_signing_secret(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(integration_id)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         key = await repo.rotate_secret(conn, store_id, integration_id, now, now + SECRET_GRACE)

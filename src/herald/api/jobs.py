@@ -20,6 +20,7 @@ from herald.api.jsonapi import (
     page_params,
     parse_str,
     parse_time,
+    resource_id,
     unprocessable,
 )
 from herald.db import integrations as integration_repo
@@ -53,6 +54,7 @@ def serialize(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _require_integration(conn: Any, store_id: str, integration_id: str) -> None:
+    resource_id(integration_id)
     if not await integration_repo.exists(conn, store_id, integration_id):
         raise not_found()
 
@@ -74,6 +76,8 @@ async def list_jobs(request: Request, integration_id: str) -> JSONResponse:
 @router.get("/{integration_id}/jobs/{job_id}", summary="Get a job")
 async def get_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(integration_id)
+    resource_id(job_id)
     async with request.app.state.db.read() as conn:
         row = await repo.get(conn, store_id, integration_id, job_id)
     if row is None:
@@ -84,6 +88,8 @@ async def get_job(request: Request, integration_id: str, job_id: str) -> JSONRes
 @router.post("/{integration_id}/jobs/{job_id}/retry", status_code=202, summary="Retry a job now (one more attempt)")
 async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
     store_id = await require_store(request)
+    resource_id(integration_id)
+    resource_id(job_id)
     now = utcnow()
     async with request.app.state.db.write() as conn:
         row = await repo.get(conn, store_id, integration_id, job_id)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,8 @@ from herald.domain.ids import parse_rfc3339
 
 MAX_LIMIT = 100
 MAX_INT = 2**63 - 1  # what both databases can compare with
+MAX_INT32 = 2**31 - 1  # the integer columns that filters compare (status_code, attempt) are 32-bit on PostgreSQL
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class JSONResponse(Response):
@@ -86,6 +89,15 @@ def request_body(model: type[Any]) -> dict[str, Any]:
 
 def not_found() -> APIError:
     return APIError(404, "Not Found", "The resource could not be found")
+
+
+def resource_id(value: str) -> str:
+    """A resource id from a path: anything that is not shaped like the ids Herald gives out (lower-case UUIDs)
+    is no resource, and is answered 404 without asking the database (PostgreSQL could not even compare a
+    NUL character)."""
+    if _ID.fullmatch(value) is None:
+        raise not_found()
+    return value
 
 
 def bad_request(detail: str, source: str | None = None) -> APIError:
@@ -276,6 +288,8 @@ def filter_clauses(request: Request, fields: dict[str, FilterField]) -> list[sa.
             raise bad_request(f"Cannot filter on {name!r}; filterable fields: {', '.join(fields)}", "filter")
         if op not in spec.ops:
             raise bad_request(f"Operator {op!r} cannot be used on {name!r}; use one of {', '.join(spec.ops)}", "filter")
+        if "\x00" in value:
+            raise bad_request(f"Invalid value for {name}: a NUL character cannot be compared", "filter")
         if op == "like":
             pattern = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
             clauses.append(spec.column.ilike(pattern, escape="\\"))
@@ -299,7 +313,7 @@ def parse_bool(value: str) -> bool:
 
 def parse_int(value: str) -> int:
     number = int(value)
-    if abs(number) > MAX_INT:
+    if abs(number) > MAX_INT32:
         raise ValueError("the number is too large")
     return number
 

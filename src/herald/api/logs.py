@@ -20,6 +20,7 @@ from herald.api.jsonapi import (
     parse_filter_string,
     parse_int,
     parse_time,
+    resource_id,
 )
 from herald.db import integrations as integration_repo
 from herald.db import jobs as job_repo
@@ -59,6 +60,9 @@ async def _answer(request: Request, store_id: str, **scope: Any) -> JSONResponse
     page = page_params(request)
     where = filter_clauses(request, FILTERS)
     scope["counted"] = _counted(request.query_params.get("filter"))
+    for key in ("integration_id", "job_id"):
+        if key in scope:
+            resource_id(scope[key])
     async with request.app.state.db.read() as conn:
         if "integration_id" in scope and not await integration_repo.exists(conn, store_id, scope["integration_id"]):
             raise not_found()

@@ -15,6 +15,8 @@ INTEGRATION_TYPES = tuple(DESTINATIONS)
 def _text(value: Any, source: str, *, required: bool = True) -> str:
     if not isinstance(value, str) or (required and not value.strip()):
         raise ValidationFailed("must be a non-empty string" if required else "must be a string", source)
+    if "\x00" in value:  # PostgreSQL cannot store one in a text column
+        raise ValidationFailed("must not contain a NUL character", source)
     return value
 
 
