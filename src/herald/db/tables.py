@@ -212,3 +212,15 @@ dashboard_links = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("used_at", UTCDateTime, nullable=True),
 )
+
+# Failed sign-ins on PostgreSQL, shared by every API process (herald.db.sign_ins): one fixed-window counter per key,
+# the key a digest of the client_id, the address or both; `window_start` in Unix seconds. Windows that ended are
+# deleted from time to time.
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("ix_sign_in_failures_window", "window_start"),
+)
