@@ -4,12 +4,13 @@ dashboard in a store's own admin."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import require_store
-from herald.api.jsonapi import JSONResponse
+from herald.api.jsonapi import JSONResponse, errors
 from herald.db import sessions
 from herald.domain.ids import rfc3339, utcnow
 
@@ -17,18 +18,22 @@ router = APIRouter(prefix="/v2/dashboard", tags=["dashboard"])
 
 
 class DashboardLink(BaseModel):
-    type: str = Field("dashboard_link")
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["dashboard_link"]
     url: str = Field(description="Opens the store's dashboard, signed in. Works once, for 5 minutes.")
     expires_at: datetime
 
 
 class DashboardLinkEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     data: DashboardLink
 
 
 @router.post(
     "/links", status_code=201, response_model=DashboardLinkEnvelope, summary="Make a one-time dashboard sign-in link",
-    responses={401: {"description": "No valid client_credentials token"}},
+    responses=errors(401, 403, 500),
 )
 async def create_link(request: Request) -> JSONResponse:
     store_id = await require_store(request)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
     APIError,
     JSONResponse,
+    errors,
     json_body,
     not_found,
     request_body,
@@ -27,19 +29,66 @@ from herald.db.tables import idempotency_keys
 from herald.domain.events import EVENT_KEYS
 from herald.domain.ids import rfc3339, utcnow
 
-router = APIRouter(prefix="/v2/events", tags=["events"])
+router = APIRouter(prefix="/v2/events", tags=["events"], responses=errors(401, 403, 500))
 
 MAX_BATCH = 1000
 
 
 class EventBody(BaseModel):
     type: Literal["event"]
-    triggered_by: str = Field(description="An observable event key, e.g. order.paid")
+    triggered_by: str = Field(
+        description="An observable event key, e.g. order.paid", json_schema_extra={"enum": [*sorted(EVENT_KEYS)]}
+    )
     payload: dict[str, Any] = Field(description="A JSON object; for *.deleted events {type, id}")
 
 
 class EventEnvelope(BaseModel):
     data: EventBody | list[EventBody] = Field(description="One event, or a batch of up to 1000")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobRef(_Strict):
+    type: Literal["integration-job"]
+    id: str
+
+
+class JobsRelation(_Strict):
+    data: list[JobRef] = Field(description="One job per integration that observes the event")
+
+
+class EventRelationships(_Strict):
+    jobs: JobsRelation
+
+
+class EventTimestamps(_Strict):
+    created_at: datetime
+
+
+class EventMeta(_Strict):
+    timestamps: EventTimestamps
+
+
+class Event(_Strict):
+    id: str
+    type: Literal["event"]
+    triggered_by: str
+    relationships: EventRelationships
+    meta: EventMeta
+
+
+class EventWithPayload(Event):
+    payload: dict[str, Any] | SkipJsonSchema[None] = Field(None, description="The payload as published")
+
+
+class PublishedDocument(_Strict):
+    data: Event | list[Event] = Field(description="The event, or the batch's events in the order sent")
+
+
+class EventDocument(_Strict):
+    data: EventWithPayload
 
 
 def serialize(event: repo.PublishedEvent, *, with_payload: bool = False) -> dict[str, Any]:
@@ -109,9 +158,15 @@ async def _replay(conn: Any, store_id: str, key: str, digest: str, ttl: int) -> 
     "",
     status_code=202,
     summary="Publish an event or a batch of events",
+    response_model=PublishedDocument,
+    responses=errors(
+        400, 409, 413, 422, e409="A request with the same Idempotency-Key is still being processed",
+        e400="The body is not JSON, or the Idempotency-Key is not 1 to 255 characters",
+    ),
     openapi_extra={
         **request_body(EventEnvelope),
-        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                         "description": "The same key within 24 h answers the first response again"}],
     },
 )
@@ -153,7 +208,10 @@ async def publish(request: Request) -> JSONResponse:
     return JSONResponse(answer, status_code=202)
 
 
-@router.get("/{event_id}", summary="Get an event, its payload and its jobs")
+@router.get(
+    "/{event_id}", summary="Get an event, its payload and its jobs", response_model=EventDocument,
+    responses=errors(404),
+)
 async def get_event(request: Request, event_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(event_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald import __version__
 from herald.api.jsonapi import JSONResponse
@@ -11,12 +14,36 @@ from herald.api.jsonapi import JSONResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
+class Alive(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok"]
+    version: str
+
+
+class Ready(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class NotReady(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["unavailable"]
+    database: str = Field(description="The kind of error the database check met")
+
+
+@router.get("/healthz", summary="The process is up", response_model=Alive)
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-@router.get("/readyz", summary="The database answers")
+@router.get(
+    "/readyz", summary="The database answers", response_model=Ready,
+    responses={503: {"model": NotReady, "description": "The database does not answer"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     try:
         async with request.app.state.db.read() as conn:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
 from herald.api.auth import require_store
@@ -14,12 +14,16 @@ from herald.api.jsonapi import (
     BOOL_OPS,
     STR_OPS,
     APIError,
+    CollectionMeta,
     FilterField,
     JSONResponse,
+    PageLinks,
     base_url,
     collection,
+    errors,
     filter_clauses,
     json_body,
+    list_parameters,
     not_found,
     page_params,
     parse_bool,
@@ -32,11 +36,12 @@ from herald.db import integrations as repo
 from herald.db.operator_events import OperatorEvents
 from herald.db.tables import integrations as t
 from herald.domain.destinations import DESTINATIONS, Destination, ValidationFailed
+from herald.domain.events import EVENT_KEYS, RESOURCES
 from herald.domain.ids import utcnow
 from herald.domain.integrations import validate_create, validate_update
 from herald.domain.representations import integration_resource
 
-router = APIRouter(prefix="/v2/integrations", tags=["integrations"])
+router = APIRouter(prefix="/v2/integrations", tags=["integrations"], responses=errors(401, 403, 500))
 
 FILTERS = {
     "name": FilterField(t.c.name, parse_str, STR_OPS),
@@ -44,6 +49,8 @@ FILTERS = {
     "integration_type": FilterField(t.c.integration_type, parse_str, STR_OPS),
 }
 SECRET_GRACE = timedelta(hours=24)
+OBSERVABLE = ["*", *sorted(f"{resource}.*" for resource in RESOURCES), *sorted(EVENT_KEYS)]
+"""Everything `observes` may hold."""
 
 
 class _IntegrationFields(BaseModel):
@@ -51,7 +58,7 @@ class _IntegrationFields(BaseModel):
     name: str | None = Field(None, description="Required on create")
     description: str | None = Field(None, description="Defaults to an empty string")
     enabled: bool | None = Field(None, description="Defaults to false")
-    observes: list[str] | None = Field(
+    observes: list[Annotated[str, Field(json_schema_extra={"enum": OBSERVABLE})]] | None = Field(
         None, description="Event keys such as order.paid; `order.*` and `*` wildcards. Required on create"
     )
 
@@ -92,6 +99,68 @@ class IntegrationEnvelope(BaseModel):
     data: IntegrationBody
 
 
+class IntegrationLinks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    self: str
+
+
+class Timestamps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    created_at: datetime
+    updated_at: datetime
+
+
+class IntegrationMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timestamps: Timestamps
+
+
+class Integration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["integration"]
+    name: str
+    description: str
+    enabled: bool
+    integration_type: str = Field(json_schema_extra={"enum": list(DESTINATIONS)})
+    observes: list[str]
+    configuration: dict[str, Any] = Field(
+        description="The integration type's configuration (see the request bodies), its secrets masked"
+    )
+    links: IntegrationLinks
+    meta: IntegrationMeta
+
+
+class IntegrationDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Integration
+
+
+class IntegrationList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[Integration]
+    links: PageLinks
+    meta: CollectionMeta
+
+
+class SigningSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="The key deliveries are signed with (Standard Webhooks)")
+
+
+class SigningSecretDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: SigningSecret
+
+
 def serialize(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     return integration_resource(row, base_url(request))
 
@@ -105,7 +174,10 @@ def _validation(exc: ValidationFailed) -> APIError:
     return unprocessable(exc.detail if not exc.source else f"{exc.source.split('.')[-1]} {exc.detail}", exc.source)
 
 
-@router.post("", status_code=201, summary="Create an integration", openapi_extra=request_body(IntegrationEnvelope))
+@router.post(
+    "", status_code=201, summary="Create an integration", openapi_extra=request_body(IntegrationEnvelope),
+    response_model=IntegrationDocument, responses=errors(400, 413, 422),
+)
 async def create_integration(request: Request) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)
@@ -118,7 +190,10 @@ async def create_integration(request: Request) -> JSONResponse:
     return JSONResponse({"data": serialize(request, row)}, status_code=201)
 
 
-@router.get("", summary="List integrations")
+@router.get(
+    "", summary="List integrations", openapi_extra=list_parameters(FILTERS), response_model=IntegrationList,
+    responses=errors(400),
+)
 async def list_integrations(request: Request) -> JSONResponse:
     store_id = await require_store(request)
     page = page_params(request)
@@ -131,7 +206,9 @@ async def list_integrations(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/{integration_id}", summary="Get an integration")
+@router.get(
+    "/{integration_id}", summary="Get an integration", response_model=IntegrationDocument, responses=errors(404)
+)
 async def get_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(integration_id)
@@ -143,7 +220,8 @@ async def get_integration(request: Request, integration_id: str) -> JSONResponse
 
 
 @router.put(
-    "/{integration_id}", summary="Update an integration (partial)", openapi_extra=request_body(IntegrationEnvelope)
+    "/{integration_id}", summary="Update an integration (partial)", openapi_extra=request_body(IntegrationEnvelope),
+    response_model=IntegrationDocument, responses=errors(400, 404, 413, 422),
 )
 async def update_integration(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
@@ -162,7 +240,10 @@ async def update_integration(request: Request, integration_id: str) -> JSONRespo
     return JSONResponse({"data": serialize(request, row)})
 
 
-@router.delete("/{integration_id}", status_code=204, summary="Delete an integration")
+@router.delete(
+    "/{integration_id}", status_code=204, summary="Delete an integration", response_class=Response,
+    responses=errors(404),
+)
 async def delete_integration(request: Request, integration_id: str) -> Response:
     store_id = await require_store(request)
     resource_id(integration_id)
@@ -172,7 +253,10 @@ async def delete_integration(request: Request, integration_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{integration_id}/signing-secret", summary="Get the signing secret of an integration")
+@router.get(
+    "/{integration_id}/signing-secret", summary="Get the signing secret of an integration",
+    response_model=SigningSecretDocument, responses=errors(404),
+)
 async def get_signing_secret(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(integration_id)
@@ -183,7 +267,10 @@ async def get_signing_secret(request: Request, integration_id: str) -> JSONRespo
     return JSONResponse({"data": {"key": secrets["signing_secret"]}})
 
 
-@router.post("/{integration_id}/signing-secret/rotate", summary="Rotate the signing secret (old key signs 24 h more)")
+@router.post(
+    "/{integration_id}/signing-secret/rotate", summary="Rotate the signing secret (old key signs 24 h more)",
+    response_model=SigningSecretDocument, responses=errors(404),
+)
 async def rotate_signing_secret(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(integration_id)

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
     ORDERED_OPS,
     STR_OPS,
     APIError,
+    CollectionMeta,
     FilterField,
     JSONResponse,
+    PageLinks,
     collection,
+    errors,
     filter_clauses,
     json_body,
+    list_parameters,
     not_found,
     page_params,
     parse_str,
     parse_time,
+    request_body,
     resource_id,
     unprocessable,
 )
@@ -28,13 +35,89 @@ from herald.db import jobs as repo
 from herald.db.tables import jobs as t
 from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 
-router = APIRouter(prefix="/v2/integrations", tags=["jobs"])
+router = APIRouter(prefix="/v2/integrations", tags=["jobs"], responses=errors(401, 403, 500))
 
 FILTERS = {
     "status": FilterField(t.c.status, parse_str, ("eq",)),
     "triggered_by": FilterField(t.c.triggered_by, parse_str, STR_OPS),
     "created_at": FilterField(t.c.created_at, parse_time, ORDERED_OPS),
 }
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntegrationRef(_Strict):
+    type: Literal["integration"]
+    id: str
+
+
+class EventRef(_Strict):
+    type: Literal["event"]
+    id: str
+
+
+class IntegrationRelation(_Strict):
+    data: IntegrationRef
+
+
+class EventRelation(_Strict):
+    data: EventRef
+
+
+class JobRelationships(_Strict):
+    integration: IntegrationRelation
+    event: EventRelation
+
+
+class JobTimestamps(_Strict):
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobMeta(_Strict):
+    timestamps: JobTimestamps
+
+
+class Job(_Strict):
+    id: str
+    type: Literal["integration-job"]
+    status: Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
+    triggered_by: str
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When a pending job is next tried; null otherwise")
+    relationships: JobRelationships
+    meta: JobMeta
+
+
+class JobDocument(_Strict):
+    data: Job
+
+
+class JobList(_Strict):
+    data: list[Job]
+    links: PageLinks
+    meta: CollectionMeta
+
+
+class RetriedCount(_Strict):
+    count: int = Field(description="How many jobs were made pending again")
+
+
+class RetriedDocument(_Strict):
+    meta: RetriedCount
+
+
+class RetryFilter(BaseModel):
+    status: str = Field(
+        "failed", description="The status of the jobs to retry", json_schema_extra={"enum": list(repo.RETRYABLE)}
+    )
+    since: datetime | None = Field(None, description="Only the jobs created at or after this time")
+
+
+class RetryJobsBody(BaseModel):
+    data: RetryFilter
 
 
 def serialize(row: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +142,10 @@ async def _require_integration(conn: Any, store_id: str, integration_id: str) ->
         raise not_found()
 
 
-@router.get("/{integration_id}/jobs", summary="List the jobs of an integration")
+@router.get(
+    "/{integration_id}/jobs", summary="List the jobs of an integration", openapi_extra=list_parameters(FILTERS),
+    response_model=JobList, responses=errors(400, 404),
+)
 async def list_jobs(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     page = page_params(request)
@@ -73,7 +159,7 @@ async def list_jobs(request: Request, integration_id: str) -> JSONResponse:
     )
 
 
-@router.get("/{integration_id}/jobs/{job_id}", summary="Get a job")
+@router.get("/{integration_id}/jobs/{job_id}", summary="Get a job", response_model=JobDocument, responses=errors(404))
 async def get_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(integration_id)
@@ -85,7 +171,10 @@ async def get_job(request: Request, integration_id: str, job_id: str) -> JSONRes
     return JSONResponse({"data": serialize(row)})
 
 
-@router.post("/{integration_id}/jobs/{job_id}/retry", status_code=202, summary="Retry a job now (one more attempt)")
+@router.post(
+    "/{integration_id}/jobs/{job_id}/retry", status_code=202, summary="Retry a job now (one more attempt)",
+    response_model=JobDocument, responses=errors(404, 409, e409="The job is pending or being delivered"),
+)
 async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONResponse:
     store_id = await require_store(request)
     resource_id(integration_id)
@@ -104,7 +193,10 @@ async def retry_job(request: Request, integration_id: str, job_id: str) -> JSONR
     return JSONResponse({"data": serialize(row)}, status_code=202)  # type: ignore[arg-type]
 
 
-@router.post("/{integration_id}/jobs/retry", status_code=202, summary="Retry every job of a status (since a time)")
+@router.post(
+    "/{integration_id}/jobs/retry", status_code=202, summary="Retry every job of a status (since a time)",
+    openapi_extra=request_body(RetryJobsBody), response_model=RetriedDocument, responses=errors(400, 404, 413, 422),
+)
 async def retry_jobs(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     body = await json_body(request)

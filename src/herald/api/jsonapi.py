@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 
 import orjson
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -71,6 +73,51 @@ def error_response(
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------------------------
+
+
+class ErrorObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = Field(description="The HTTP status code, again")
+    title: str = Field(description="The status code's name, e.g. Unprocessable Entity")
+    detail: str = Field(description="What is wrong, in a sentence")
+    source: str | SkipJsonSchema[None] = Field(
+        None, description="The field or parameter at fault, e.g. data.observes or page[limit], when there is one"
+    )
+    request_id: str | SkipJsonSchema[None] = Field(
+        None, description="On a 500 only: the request's X-Request-Id, which identifies it in the logs"
+    )
+
+
+class ErrorDocument(BaseModel):
+    """Every error Herald answers, in Moltin's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    errors: list[ErrorObject] = Field(min_length=1)
+
+
+_ERRORS = {
+    400: "Malformed: a body that is not JSON, or a query parameter (page[...], filter) or header Herald cannot read",
+    401: "No Authorization: Bearer header, or a token that is invalid or has expired",
+    403: "An implicit token: integrations and events need a client_credentials token",
+    404: "No such resource in this store",
+    409: "The request conflicts with the resource's state",
+    413: "The request body, or an event's payload, is larger than Herald accepts",
+    422: "The body is JSON but not a valid request; `source` names the field",
+    429: "Too many failed sign-ins from this client_id or address; Retry-After says when to try again",
+    500: "An unexpected failure; `request_id` identifies it in Herald's logs",
+}
+
+
+def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error answers of a route: each code with the error document's schema; a
+    keyword such as `e409="..."` describes a code in the route's own words."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ErrorDocument, "description": described.get(f"e{code}", _ERRORS[code])}
+    return out
+
 
 SCHEMAS: dict[str, Any] = {}
 """Component schemas of the request bodies that routes read themselves (see `request_body`); app.py adds them to
@@ -183,6 +230,58 @@ def _page_url(request: Request, **page: Any) -> str:
     params += [(f"page[{k}]", str(v)) for k, v in page.items()]
     query = urlencode(params, safe="[]")
     return f"{base_url(request)}{request.url.path}" + (f"?{query}" if query else "")
+
+
+class PageLinks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current: str
+    first: str
+    last: str | None = Field(description="null in cursor mode (page[after])")
+    prev: str | None = Field(description="null on the first page, and in cursor mode")
+    next: str | None = Field(description="null on the last page")
+
+
+class PageMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(description="The page size used (page[limit] above 100 is taken as 100)")
+    offset: int
+    current: int | None = Field(description="The page number; null in cursor mode")
+    total: int = Field(description="The number of pages")
+
+
+class ResultCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    total: int = Field(description="The number of matching resources")
+
+
+class CollectionMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    page: PageMeta
+    results: ResultCount
+
+
+PAGE_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "page[limit]", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "default": MAX_LIMIT},
+     "description": f"Page size; a larger value is taken as {MAX_LIMIT}"},
+    {"name": "page[offset]", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+     "description": "How many resources to skip (offset mode); not with page[after]"},
+    {"name": "page[after]", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "Cursor mode: a cursor from links.next, or empty for the first page"},
+]
+
+
+def list_parameters(fields: Mapping[str, FilterField]) -> dict[str, Any]:
+    """`openapi_extra` documenting the paging parameters and the `filter` of a list route."""
+    names = ", ".join(f"{name} ({', '.join(spec.ops)})" for name, spec in fields.items())
+    return {"parameters": [*PAGE_PARAMETERS, {
+        "name": "filter", "in": "query", "required": False, "schema": {"type": "string"},
+        "description": f"op(field,value) joined with `:`, e.g. eq(name,Orders). Fields and their operators: {names}",
+    }]}
 
 
 def collection(

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import require_store
+from herald.api.jobs import IntegrationRelation
 from herald.api.jsonapi import (
     BOOL_OPS,
     ORDERED_OPS,
     FilterField,
     JSONResponse,
+    PageLinks,
+    PageMeta,
+    ResultCount,
     collection,
+    errors,
     filter_clauses,
+    list_parameters,
     not_found,
     page_params,
     parse_bool,
@@ -28,7 +36,7 @@ from herald.db import logs as repo
 from herald.db.tables import logs as t
 from herald.domain.ids import rfc3339
 
-router = APIRouter(prefix="/v2/integrations", tags=["logs"])
+router = APIRouter(prefix="/v2/integrations", tags=["logs"], responses=errors(400, 401, 403, 500))
 
 FILTERS = {
     "succeeded": FilterField(t.c.succeeded, parse_bool, BOOL_OPS),
@@ -36,6 +44,56 @@ FILTERS = {
     "attempt": FilterField(t.c.attempt, parse_int, ORDERED_OPS),
     "created_at": FilterField(t.c.created_at, parse_time, ORDERED_OPS),
 }
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobRef(_Strict):
+    type: Literal["integration-job"]
+    id: str
+
+
+class JobRelation(_Strict):
+    data: JobRef
+
+
+class LogRelationships(_Strict):
+    integration: IntegrationRelation
+    job: JobRelation
+
+
+class LogTimestamps(_Strict):
+    created_at: datetime
+
+
+class LogMeta(_Strict):
+    timestamps: LogTimestamps
+
+
+class Log(_Strict):
+    """One delivery attempt."""
+
+    id: str
+    type: Literal["integration-log"]
+    succeeded: bool
+    attempt: int
+    processing_time: float = Field(description="Seconds the attempt took")
+    body: str = Field(description="What the destination answered (cut short), or empty")
+    status_code: int | None = Field(description="The HTTP status the destination answered; null when there was none")
+    error_detail: str = Field(description="Why the attempt failed, or empty")
+    relationships: LogRelationships
+    meta: LogMeta
+
+
+class LogList(_Strict):
+    """The logs lists' shape, as the Moltin logs API answers: `meta` is the page, `results` beside it."""
+
+    data: list[Log]
+    links: PageLinks
+    meta: PageMeta
+    results: ResultCount
 
 
 def serialize(row: dict[str, Any]) -> dict[str, Any]:
@@ -85,19 +143,25 @@ def _counted(raw: str | None) -> tuple[bool | None] | None:
     return None
 
 
-@router.get("/logs", summary="Get all logs")
+@router.get("/logs", summary="Get all logs", openapi_extra=list_parameters(FILTERS), response_model=LogList)
 async def all_logs(request: Request) -> JSONResponse:
     store_id = await require_store(request)
     return await _answer(request, store_id)
 
 
-@router.get("/{integration_id}/logs", summary="Get the logs of an integration")
+@router.get(
+    "/{integration_id}/logs", summary="Get the logs of an integration", openapi_extra=list_parameters(FILTERS),
+    response_model=LogList, responses=errors(404),
+)
 async def integration_logs(request: Request, integration_id: str) -> JSONResponse:
     store_id = await require_store(request)
     return await _answer(request, store_id, integration_id=integration_id)
 
 
-@router.get("/{integration_id}/jobs/{job_id}/logs", summary="Get the logs of a job")
+@router.get(
+    "/{integration_id}/jobs/{job_id}/logs", summary="Get the logs of a job", openapi_extra=list_parameters(FILTERS),
+    response_model=LogList, responses=errors(404),
+)
 async def job_logs(request: Request, integration_id: str, job_id: str) -> JSONResponse:
     store_id = await require_store(request)
     return await _answer(request, store_id, integration_id=integration_id, job_id=job_id)

@@ -11,7 +11,11 @@ from herald.metrics import CONTENT_TYPE_LATEST, Metrics
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=True)
+@router.get(
+    "/metrics", summary="Prometheus metrics of this process", response_class=Response,
+    responses={200: {"description": "The Prometheus text exposition format",
+                     "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     found: Metrics = request.app.state.metrics
     await found.refresh(request.app.state.db)
