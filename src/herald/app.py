@@ -177,20 +177,76 @@ def _error_handlers(app: FastAPI) -> None:
         )
 
 
+class BodyTooLarge(APIError):
+    """Raised to a handler that reads past HERALD_MAX_BODY_BYTES (its client has had its 413 already)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "Payload Too Large", f"The request body is larger than {limit} bytes")
+
+
 class BodyLimit:
-    """413 before reading a body larger than any request can legitimately be (pure ASGI: no per-request cost)."""
+    """413 for a body larger than any request can legitimately be (pure ASGI).
+
+    A Content-Length over the limit is answered before the body is read; a body without one (chunked) is counted
+    as it arrives, and the moment it passes the limit the 413 is sent and the handler's reads fail with
+    `BodyTooLarge`: whatever the handler does next, nothing else is sent. A request with a Content-Length within
+    the limit passes untouched (the server reads no more than it says), so publishing pays nothing for this."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = error_response(
-                        413, "Payload Too Large", f"The request body is larger than {self.limit} bytes"
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = None
+        framed = True
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                framed = False
+        if length is not None and framed and length.isdigit():
+            if int(length) > self.limit:
+                await BodyTooLarge(self.limit).response()(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        counted = _CountedBody(self.limit, scope, receive, send)
+        await self.app(scope, counted.receive, counted.send)
+
+
+class _CountedBody:
+    """One request's receive and send, counting the body's bytes (see BodyLimit)."""
+
+    __slots__ = ("limit", "scope", "_receive", "_send", "received", "started", "answered")
+
+    def __init__(self, limit: int, scope: Any, receive: Any, send: Any) -> None:
+        self.limit = limit
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.received = 0
+        self.started = False  # the handler has begun its answer
+        self.answered = False  # we have answered 413
+
+    async def receive(self) -> Any:
+        if self.answered:
+            raise BodyTooLarge(self.limit)
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                if not self.started:
+                    self.answered = True
+                    await BodyTooLarge(self.limit).response()(self.scope, self._receive, self._send)
+                raise BodyTooLarge(self.limit)
+        return message
+
+    async def send(self, message: Any) -> None:
+        if self.answered:
+            return  # the handler's own answer, after our 413
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
