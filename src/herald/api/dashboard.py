@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import require_store
-from herald.api.jsonapi import JSONResponse, errors
+from herald.api.jsonapi import STORE_ERRORS, JSONResponse, errors
 from herald.db import sessions
 from herald.domain.ids import rfc3339, utcnow
 
@@ -33,7 +33,7 @@ class DashboardLinkEnvelope(BaseModel):
 
 @router.post(
     "/links", status_code=201, response_model=DashboardLinkEnvelope, summary="Make a one-time dashboard sign-in link",
-    responses=errors(401, 403, 500),
+    responses=errors(*STORE_ERRORS),
 )
 async def create_link(request: Request) -> JSONResponse:
     store_id = await require_store(request)

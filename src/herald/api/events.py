@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
+    STORE_ERRORS,
     APIError,
     JSONResponse,
     errors,
@@ -29,7 +30,7 @@ from herald.db.tables import idempotency_keys
 from herald.domain.events import EVENT_KEYS
 from herald.domain.ids import rfc3339, utcnow
 
-router = APIRouter(prefix="/v2/events", tags=["events"], responses=errors(401, 403, 500))
+router = APIRouter(prefix="/v2/events", tags=["events"], responses=errors(*STORE_ERRORS))
 
 MAX_BATCH = 1000
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
     BOOL_OPS,
+    STORE_ERRORS,
     STR_OPS,
     APIError,
     CollectionMeta,
@@ -41,7 +42,7 @@ from herald.domain.ids import utcnow
 from herald.domain.integrations import validate_create, validate_update
 from herald.domain.representations import integration_resource
 
-router = APIRouter(prefix="/v2/integrations", tags=["integrations"], responses=errors(401, 403, 500))
+router = APIRouter(prefix="/v2/integrations", tags=["integrations"], responses=errors(*STORE_ERRORS))
 
 FILTERS = {
     "name": FilterField(t.c.name, parse_str, STR_OPS),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
     ORDERED_OPS,
+    STORE_ERRORS,
     STR_OPS,
     APIError,
     CollectionMeta,
@@ -35,7 +36,7 @@ from herald.db import jobs as repo
 from herald.db.tables import jobs as t
 from herald.domain.ids import parse_rfc3339, rfc3339, utcnow
 
-router = APIRouter(prefix="/v2/integrations", tags=["jobs"], responses=errors(401, 403, 500))
+router = APIRouter(prefix="/v2/integrations", tags=["jobs"], responses=errors(*STORE_ERRORS))
 
 FILTERS = {
     "status": FilterField(t.c.status, parse_str, ("eq",)),

@@ -97,6 +97,9 @@ class ErrorDocument(BaseModel):
     errors: list[ErrorObject] = Field(min_length=1)
 
 
+STORE_ERRORS = (401, 403, 500, 503)
+"""What any route of a store's API may answer, whatever it does."""
+
 _ERRORS = {
     400: "Malformed: a body that is not JSON, or a query parameter (page[...], filter) or header Herald cannot read",
     401: "No Authorization: Bearer header, or a token that is invalid or has expired",
@@ -107,6 +110,7 @@ _ERRORS = {
     422: "The body is JSON but not a valid request; `source` names the field",
     429: "Too many failed sign-ins from this client_id or address; Retry-After says when to try again",
     500: "An unexpected failure; `request_id` identifies it in Herald's logs",
+    503: "The database is not answering (it is restarting, unreachable or locked); Retry-After says when to try again",
 }
 
 

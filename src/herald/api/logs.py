@@ -13,6 +13,7 @@ from herald.api.jobs import IntegrationRelation
 from herald.api.jsonapi import (
     BOOL_OPS,
     ORDERED_OPS,
+    STORE_ERRORS,
     FilterField,
     JSONResponse,
     PageLinks,
@@ -36,7 +37,7 @@ from herald.db import logs as repo
 from herald.db.tables import logs as t
 from herald.domain.ids import rfc3339
 
-router = APIRouter(prefix="/v2/integrations", tags=["logs"], responses=errors(400, 401, 403, 500))
+router = APIRouter(prefix="/v2/integrations", tags=["logs"], responses=errors(400, *STORE_ERRORS))
 
 FILTERS = {
     "succeeded": FilterField(t.c.succeeded, parse_bool, BOOL_OPS),
