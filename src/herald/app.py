@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from herald import __version__, dashboard
-from herald.api import auth, events, health, integrations, jobs, logs, metrics, outages
+from herald.api import auth, events, health, integrations, jobs, limits, logs, metrics, outages
 from herald.api import dashboard as dashboard_links
 from herald.api.jsonapi import SCHEMAS, APIError, error_response
 from herald.db import stores as store_repo
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         db = Database(settings.database_url)
         app.state.db = db
         app.state.token_key = await _token_key(db, settings)
+        app.state.sign_ins = limits.sign_in_counter(settings, db)
         app.state.publisher = Publisher(db, settings.max_attempts)
         app.state.operator_events = OperatorEvents(settings.public_url, settings.max_attempts)
         runner = None
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.sign_ins = auth.FailedSignIns(settings.login_attempts, settings.login_window)
+    app.state.rates = limits.StoreRates.from_settings(settings)  # None: no rate limit
     app.state.tokens = auth.TokenCache()
     # events first: routes are matched in order, and publishing is the busiest; logs before integrations:
     # /v2/integrations/logs must not be taken for an integration id

@@ -68,8 +68,28 @@ class Settings(BaseSettings):
     breaker_probe_interval: float = Field(
         30.0, gt=0, description="Seconds between the probes of an integration whose circuit breaker is open."
     )
-    login_attempts: int = Field(10, description="Failed sign-ins allowed per client_id or address per window.")
-    login_window: int = Field(300, description="Window in seconds for counting failed sign-ins.")
+    login_attempts: int = Field(
+        10, ge=1, description="Failed sign-ins allowed per client_id, and per client_id from one address, per window; "
+        "a client over it is refused (429) until its window passes, even with its correct secret."
+    )
+    login_address_attempts: int = Field(
+        100, ge=1, description="Failed sign-ins allowed from one address per window, whatever the client_ids. Keep it "
+        "well above HERALD_LOGIN_ATTEMPTS, so that one client's failures never lock the other clients behind the same "
+        "address (a proxy, an office) out."
+    )
+    login_window: int = Field(
+        300, ge=1, description="Window in seconds for counting failed sign-ins. The counts are kept in the database on "
+        "PostgreSQL (shared by every API process), in memory on SQLite."
+    )
+    rate_limit: float = Field(
+        0, ge=0, description="Requests per second each store may make to the /v2 API (a token bucket per store; "
+        "beyond it 429 with Retry-After); 0 turns the limit off. Counted in each API process on its own: behind a "
+        "proxy spreading requests over N processes, a store gets up to N times as much."
+    )
+    rate_limit_burst: float | None = Field(
+        None, ge=1, description="Requests a store may make at once before HERALD_RATE_LIMIT paces it (the bucket's "
+        "size). Unset: twice HERALD_RATE_LIMIT."
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_retention_days: float = Field(
         30, ge=0, description="Delivery logs older than this many days are removed, with the finished jobs and the "
@@ -107,3 +127,8 @@ class Settings(BaseSettings):
     @property
     def max_attempts(self) -> int:
         return len(self.retry_schedule) + 1
+
+    @property
+    def rate_limit_bucket(self) -> float:
+        """The token bucket's size: HERALD_RATE_LIMIT_BURST, or twice the rate; never below one request."""
+        return max(1.0, self.rate_limit_burst if self.rate_limit_burst is not None else 2 * self.rate_limit)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from starlette.datastructures import FormData
 
 from herald import log as log_context
 from herald.api.jsonapi import APIError, JSONResponse
+from herald.api.limits import SignInCounter, StoreRates
 from herald.db import stores as store_repo
 
 router = APIRouter(tags=["auth"])
@@ -34,39 +35,6 @@ class TokenRequest(BaseModel):
     grant_type: str = Field(description="client_credentials or implicit")
     client_id: str
     client_secret: str | None = Field(None, description="Required for client_credentials")
-
-
-class FailedSignIns:
-    """A sliding window of failed sign-ins per client_id and per remote address (in this process)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        hits = self._hits[key]
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if not hits:
-            del self._hits[key]
-            return deque()
-        return hits
-
-    def retry_after(self, keys: list[str]) -> int | None:
-        now = time.monotonic()
-        worst = None
-        for key in keys:
-            hits = self._prune(key, now)
-            if len(hits) >= self.limit:
-                wait = int(hits[0] + self.window - now) + 1
-                worst = max(worst or 0, wait)
-        return worst
-
-    def record(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._hits[key].append(now)
 
 
 @dataclass(slots=True)
@@ -129,12 +97,12 @@ async def access_token(request: Request) -> JSONResponse:
 
 async def authenticate(request: Request, client_id: str, secret: object, *, need_secret: bool = True) -> str:
     """The store whose credentials these are, for a token or a dashboard sign-in alike: 429 while the client id
-    or the address has failed too often in the window, 401 for wrong credentials (counted)."""
+    (alone, or from this address) or the address has failed too often in the window, 401 for wrong credentials
+    (counted; see `herald.api.limits.sign_in_keys`)."""
     state = request.app.state
     remote = request.client.host if request.client else "unknown"
-    keys = [f"client:{client_id}", f"addr:{remote}"]
-    limiter: FailedSignIns = state.sign_ins
-    wait = limiter.retry_after(keys)
+    limiter: SignInCounter = state.sign_ins
+    wait = await limiter.retry_after(client_id, remote)
     if wait is not None:
         raise APIError(
             429, "Too Many Requests", "Too many failed sign-ins; try again later", headers={"Retry-After": str(wait)}
@@ -145,7 +113,7 @@ async def authenticate(request: Request, client_id: str, secret: object, *, need
     if found is not None and need_secret:
         ok = isinstance(secret, str) and store_repo.secret_matches(secret, found[1])
     if found is None or not ok:
-        limiter.record(keys)
+        await limiter.failed(client_id, remote)
         raise APIError(401, "Unauthorized", "Invalid client credentials")
     return found[0]
 
@@ -199,7 +167,8 @@ def _caller(request: Request) -> Caller:
 
 
 async def require_store(request: Request) -> str:
-    """The store behind a client_credentials token; implicit tokens may not manage integrations (403).
+    """The store behind a client_credentials token; implicit tokens may not manage integrations (403); a store
+    over HERALD_RATE_LIMIT gets 429 with Retry-After.
 
     Every store route calls it first. It is not a FastAPI dependency: resolving one cost more per request than
     the check itself (a third of a publish request's CPU), and it would add nothing to the OpenAPI document."""
@@ -209,5 +178,13 @@ async def require_store(request: Request) -> str:
             403, "Forbidden", "An implicit token cannot access integrations or events; use client_credentials"
         )
     log_context.store_id.set(caller.store_id)
+    rates: StoreRates | None = request.app.state.rates
+    if rates is not None:
+        wait = rates.wait(caller.store_id)
+        if wait:
+            raise APIError(
+                429, "Too Many Requests", f"This store may make {rates.rate:g} requests per second; slow down",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     return caller.store_id
 
