@@ -326,8 +326,10 @@ class Worker:
         try:
             async with self.db.write() as conn:
                 kept = await queue.record(conn, outcomes, now, self.fair)
-                if any(o.status == "pending" for o in kept):
-                    await jobs_due(conn, other_processes=False)  # our claim loop may need to wake earlier
+                if kept:
+                    # finished jobs leave their integration's share, and retries may be due before the claim
+                    # loop's next look: it looks again once this commits
+                    await jobs_due(conn, other_processes=False)
                 gone = {o.job.integration_id for o in kept if results[o.job.id].gone}
                 failing = {o.job.integration_id for o in kept if not o.log.succeeded}
                 stale = await queue.failing_too_long(
