@@ -70,3 +70,8 @@ async def test_times_out_of_range_are_4xx(client, store: StoreCreds) -> None:
         r = await client.post(f"/v2/integrations/{created['id']}/jobs/retry", json={"data": {"since": stamp}},
                               headers=store.headers)
         assert _error(r, 422)["source"] == "data.since"
+
+
+async def test_nul_in_a_client_id_is_wrong_credentials(client) -> None:
+    r = await client.post("/oauth/access_token", data={"grant_type": "implicit", "client_id": "a\x00b"})
+    assert _error(r, 401)["detail"] == "Invalid client credentials"

@@ -93,6 +93,8 @@ async def rotate_secret(conn: AsyncConnection, store_id: str) -> NewStore | None
 
 async def by_client_id(conn: AsyncConnection, client_id: str) -> tuple[str, str] | None:
     """(store id, secret hash) for a client_id."""
+    if "\x00" in client_id:  # no store's; PostgreSQL cannot even compare one
+        return None
     row = (
         await conn.execute(sa.select(stores.c.id, stores.c.client_secret_hash).where(stores.c.client_id == client_id))
     ).first()
