@@ -17,7 +17,7 @@ from starlette.routing import Match
 from herald import __version__, dashboard
 from herald.api import auth, events, health, integrations, jobs, limits, logs, metrics, outages
 from herald.api import dashboard as dashboard_links
-from herald.api.jsonapi import SCHEMAS, APIError, error_response
+from herald.api.jsonapi import APIError, error_response, finish_openapi
 from herald.db import stores as store_repo
 from herald.db.database import Database
 from herald.db.operator_events import OperatorEvents
@@ -113,12 +113,12 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the request bodies that routes parse themselves (`jsonapi.request_body`)."""
+    """FastAPI's document, finished by `jsonapi.finish_openapi` (request bodies, the bearer scheme, no FastAPI 422)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
         spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        spec.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+        finish_openapi(spec)
         app.openapi_schema = spec
     return app.openapi_schema
 

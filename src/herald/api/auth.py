@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from herald import log as log_context
-from herald.api.jsonapi import APIError, JSONResponse
+from herald.api.jsonapi import APIError, JSONResponse, errors
 from herald.api.limits import SignInCounter, StoreRates
 from herald.db import stores as store_repo
 
@@ -70,7 +70,8 @@ async def _token_form(request: Request) -> dict[str, Any]:
             },
         }
     },
-    responses={401: {"description": "Wrong credentials"}, 429: {"description": "Too many failed sign-ins"}},
+    responses=errors(400, 401, 413, 422, 429, 500, 503, e401="Wrong credentials",
+                     e429="Too many failed sign-ins for this client_id or from this address; see Retry-After"),
 )
 async def access_token(request: Request) -> JSONResponse:
     state = request.app.state

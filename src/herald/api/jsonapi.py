@@ -97,7 +97,7 @@ class ErrorDocument(BaseModel):
     errors: list[ErrorObject] = Field(min_length=1)
 
 
-STORE_ERRORS = (401, 403, 500, 503)
+STORE_ERRORS = (401, 403, 429, 500, 503)
 """What any route of a store's API may answer, whatever it does."""
 
 _ERRORS = {
@@ -108,7 +108,7 @@ _ERRORS = {
     409: "The request conflicts with the resource's state",
     413: "The request body, or an event's payload, is larger than Herald accepts",
     422: "The body is JSON but not a valid request; `source` names the field",
-    429: "Too many failed sign-ins from this client_id or address; Retry-After says when to try again",
+    429: "This store is over HERALD_RATE_LIMIT; Retry-After says when to try again",
     500: "An unexpected failure; `request_id` identifies it in Herald's logs",
     503: "The database is not answering (it is restarting, unreachable or locked); Retry-After says when to try again",
 }
@@ -121,6 +121,28 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     for code in codes:
         out[code] = {"model": ErrorDocument, "description": described.get(f"e{code}", _ERRORS[code])}
     return out
+
+
+def finish_openapi(spec: dict[str, Any]) -> dict[str, Any]:
+    """The last touches to FastAPI's document: the request bodies of `request_body`; the bearer token that every
+    /v2 route needs; no 422 with FastAPI's own HTTPValidationError body, which FastAPI adds to every route with
+    a parameter: Herald's routes read their input themselves and each documents the errors it really answers."""
+    components = spec.setdefault("components", {})
+    components.setdefault("schemas", {}).update(SCHEMAS)
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "An access_token from POST /oauth/access_token (client_credentials; an implicit token is 403)",
+    }}
+    for path, operations in spec.get("paths", {}).items():
+        for operation in operations.values():
+            if path.startswith("/v2/"):
+                operation["security"] = [{"bearer": []}]
+            fastapi_422 = operation.get("responses", {}).get("422", {})
+            if "HTTPValidationError" in orjson.dumps(fastapi_422).decode():
+                del operation["responses"]["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(name, None)
+    return spec
 
 
 SCHEMAS: dict[str, Any] = {}
