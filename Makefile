@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint bench bench-full screenshots clean
+.PHONY: run test fuzz install lint bench bench-full screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Schemathesis over the OpenAPI document alone, on SQLite and PostgreSQL (`make test` runs it too).
+fuzz: $(STAMP)
+	$(PY) -m pytest -q tests/api/test_schemathesis.py $(PYTEST_ARGS)
 
 # The dashboard's pages at desktop and phone sizes, as the browser tests see them (needs Debian's chromium).
 screenshots: $(STAMP)
