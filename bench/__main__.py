@@ -20,11 +20,12 @@ from pathlib import Path
 
 import orjson
 
-from bench import browse, dashboard, latency, memory, publish, retention, scaleout, throughput
+from bench import browse, dashboard, fairness, fanout, latency, memory, publish, retention, scaleout, throughput
 from bench.harness import PG_ADMIN_URL, Context, postgres_available
 from bench.report import ROOT, Row, docs_block, machine, plots, source_fingerprint, table, write_docs
 
-SCENARIOS = {m.NAME: m for m in (throughput, latency, publish, browse, memory, scaleout, retention, dashboard)}
+SCENARIOS = {m.NAME: m for m in (throughput, latency, publish, browse, memory, scaleout, retention, dashboard,
+                                 fairness, fanout)}
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
 
