@@ -347,3 +347,18 @@ async def test_live_rows_start_from_nothing_when_the_store_has_no_logs(
     first = await attempt(app, store.id, integration_id, job, True, 200)
     fresh = await signed_in.get(url)
     assert re.findall(r'data-id="([^"]+)"', fresh.text) == [first] and fresh.headers["x-herald-after"] == first
+
+
+async def test_ids_that_are_not_ids_are_404_or_a_clear_problem(signed_in: httpx.AsyncClient) -> None:
+    """PostgreSQL cannot compare a NUL character: an odd id must never reach a query (a 500)."""
+    token = csrf_of(await signed_in.get("/dashboard"))
+    for odd in ("x%00y", "not-an-id", "01A23194-33A4-74C8-9DC1-C16B9E444F88"):
+        assert (await signed_in.get(f"/dashboard/jobs/{odd}")).status_code == 404, odd
+        assert (await signed_in.get(f"/dashboard/jobs/{odd}/live")).status_code == 404, odd
+        assert (await signed_in.post(f"/dashboard/jobs/{odd}/retry", data={"csrf": token})).status_code == 404
+        assert (await signed_in.post(f"/dashboard/integrations/{odd}/disable",
+                                     data={"csrf": token})).status_code == 404
+    page = await signed_in.get("/dashboard/logs", params={"integration": "a\x00b", "before": "z\x00"})
+    assert page.status_code == 200 and "There is no such integration" in page.text
+    rows = await signed_in.get("/dashboard/logs/rows", params={"after": "\x00"})
+    assert rows.status_code == 400

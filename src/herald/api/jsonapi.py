@@ -6,7 +6,6 @@ import base64
 import binascii
 import math
 import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +19,11 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from herald.domain.ids import parse_rfc3339
+from herald.domain.ids import is_id, parse_rfc3339
 
 MAX_LIMIT = 100
 MAX_INT = 2**63 - 1  # what both databases can compare with
 MAX_INT32 = 2**31 - 1  # the integer columns that filters compare (status_code, attempt) are 32-bit on PostgreSQL
-_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class JSONResponse(Response):
@@ -168,7 +166,7 @@ def resource_id(value: str) -> str:
     """A resource id from a path: anything that is not shaped like the ids Herald gives out (lower-case UUIDs)
     is no resource, and is answered 404 without asking the database (PostgreSQL could not even compare a
     NUL character)."""
-    if _ID.fullmatch(value) is None:
+    if not is_id(value):
         raise not_found()
     return value
 

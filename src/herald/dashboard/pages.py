@@ -18,7 +18,7 @@ from herald.dashboard import chart
 from herald.dashboard.web import PageError, form_with_csrf, fragment, page, redirect, visitor
 from herald.db import events, integrations, jobs, logs, minutes
 from herald.domain.destinations import DESTINATIONS, stored
-from herald.domain.ids import utcnow
+from herald.domain.ids import is_id, utcnow
 from herald.domain.masking import mask_configuration
 from herald.domain.messages import OutboundMessage
 
@@ -57,7 +57,7 @@ async def integrations_page(request: Request) -> Response:
 async def switch(request: Request, integration_id: str, action: str) -> Response:
     who = await visitor(request)
     await form_with_csrf(request, who.session.csrf)
-    if action not in ("enable", "disable"):
+    if action not in ("enable", "disable") or not is_id(integration_id):
         raise _not_found()
     async with request.app.state.db.write() as conn:
         row = await integrations.get(conn, who.store.id, integration_id)
@@ -88,6 +88,8 @@ class LogFilters:
         found = cls(q.get("integration", "").strip(), q.get("outcome", ""), q.get("status", "").strip(),
                     q.get("since", "").strip(), q.get("until", "").strip())
         problems = []
+        if found.integration and not is_id(found.integration):
+            problems.append("There is no such integration.")
         if found.outcome not in ("", "succeeded", "failed"):
             problems.append("Outcome must be succeeded or failed.")
         if found.status and not (found.status.isdigit() and 100 <= int(found.status) <= 599):
@@ -128,6 +130,8 @@ async def logs_page(request: Request) -> Response:
     who = await visitor(request)
     filters, problems = LogFilters.of(request)
     before = request.query_params.get("before") or None
+    if before is not None and not is_id(before):
+        problems.append("That page of logs does not exist; start from the newest.")
     rows: list[dict[str, Any]] = []
     live = None
     async with request.app.state.db.read() as conn:
@@ -151,6 +155,8 @@ async def new_log_rows(request: Request) -> Response:
     who = await visitor(request)
     filters, problems = LogFilters.of(request)
     after = request.query_params.get("after") or NO_LOG_YET
+    if after != NO_LOG_YET and not is_id(after):
+        problems.append("The cursor is not a log id.")
     if problems:
         raise PageError(400, "Bad filters", " ".join(problems))
     async with request.app.state.db.read() as conn:
@@ -164,6 +170,8 @@ async def new_log_rows(request: Request) -> Response:
 
 
 async def _job_view(request: Request, store_id: str, job_id: str) -> dict[str, Any]:
+    if not is_id(job_id):
+        raise _not_found()
     async with request.app.state.db.read() as conn:
         job = await jobs.find(conn, store_id, job_id)
         if job is None:
@@ -211,6 +219,8 @@ async def job_live(request: Request, job_id: str) -> Response:
 async def retry_job(request: Request, job_id: str) -> Response:
     who = await visitor(request)
     await form_with_csrf(request, who.session.csrf)
+    if not is_id(job_id):
+        raise _not_found()
     async with request.app.state.db.write() as conn:
         job = await jobs.find(conn, who.store.id, job_id)
         if job is None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import uuid_utils
+
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_id(value: str) -> bool:
+    """Shaped like the ids Herald gives out (lower-case UUIDs): anything else names nothing, and need not be looked
+    up (PostgreSQL cannot even compare a NUL character)."""
+    return _ID.fullmatch(value) is not None
 
 
 def new_id() -> str:
