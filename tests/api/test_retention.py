@@ -219,10 +219,11 @@ async def test_a_pass_reads_each_row_a_few_times_not_once_per_batch(postgres_url
     assert all(rows <= 5 * n for rows in read.values()), read  # a whole table per batch: n * n / limit
 
 
-# Just before a purge transaction commits: whether it wrote anything (a transaction has an id once it writes), and
-# whether it holds the purge lock.
+# Just before a transaction commits: whether it deleted from (or wrote to) the logs, jobs or events, whose row
+# locks it then holds with a ROW EXCLUSIVE lock on the table until the commit, and whether it holds the purge lock.
 _WATCH = (
-    "SELECT pg_current_xact_id_if_assigned() IS NOT NULL,"
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE l.pid = pg_backend_pid()"
+    " AND l.mode = 'RowExclusiveLock' AND c.relname IN ('logs', 'jobs', 'events')),"
     " EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
     " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)"
 )
@@ -230,12 +231,13 @@ _WATCH = (
 
 class _Worker(Database):
     """One worker's Database. For each write transaction it notes, just before the commit, whether the transaction
-    wrote anything and whether it held the purge lock. With `hold_first`, its first transaction then stays open
-    (deletions not committed, lock held) until `release` is set: a worker in the middle of a batch."""
+    wrote to the logs, jobs or events and whether it held the purge lock (the per-minute totals' clean-up after a
+    pass writes elsewhere, without it). With `hold_first`, its first transaction then stays open (deletions not
+    committed, lock held) until `release` is set: a worker in the middle of a batch."""
 
     def __init__(self, url: str, *, hold_first: bool = False) -> None:
         super().__init__(url)
-        self.transactions: list[tuple[bool, bool]] = []  # (wrote, held the lock)
+        self.transactions: list[tuple[bool, bool]] = []  # (wrote to logs, jobs or events; held the lock)
         self.hold_first = hold_first
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
