@@ -37,6 +37,7 @@ def herald_env(database_url: str, **extra: str) -> dict[str, str]:
         HERALD_WORKER_POLL_INTERVAL="0.2",
         HERALD_SECRET_KEY="e2e-test-secret-key-0123456789abcdef",
         HERALD_LOG_LEVEL="warning",
+        HERALD_BREAKER_FAILURES="1000",  # tests fail receivers on purpose; the breaker has tests of its own
     )
     env.update(extra)
     return env

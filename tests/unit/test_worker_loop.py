@@ -66,7 +66,15 @@ async def harness(database_url: str) -> AsyncIterator[Harness]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
-            yield Harness(app, client, await new_store(app, client), database_url)
+            store = await new_store(app, client)
+            # The database is shared by the whole session: jobs other tests left open would be claimed by this
+            # test's worker and sent through its fake transport. They are closed first, so that every job a
+            # worker sees here is this test's.
+            async with app.state.db.write() as conn:
+                await conn.execute(jobs.update().where(jobs.c.status.in_(("pending", "delivering")),
+                                                       jobs.c.store_id != store.id)
+                                   .values(status="cancelled", run_at=None, lease_token=None))
+            yield Harness(app, client, store, database_url)
 
 
 async def _running(worker: Worker) -> Worker:
