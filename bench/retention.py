@@ -2,15 +2,15 @@
 
 ROWS delivery logs older than Herald's default retention (30 days), each with its finished job and its event,
 are written straight into the migrated schema (`INSERT ... SELECT` over `generate_series`, UUIDv7 ids as Herald
-makes them) with their totals in `log_counts`. Then the throughput scenario's workload (N events published in
+makes them) with their totals in `log_counts`. The throughput scenario's workload (N events published in
 batches of 1000 to one enabled webhook integration of `herald serve`, timed from the first publish until N
-logs are recorded) runs five times, alternating:
+more logs are recorded) then runs five times, alternating:
 
 - without purge: `herald serve` with `HERALD_LOG_RETENTION_DAYS=0` (no retention pass);
 - during purge: `herald serve` with the default retention. Its worker starts a retention pass at start, as
-  every worker does (and then every `HERALD_RETENTION_INTERVAL`), in the process that delivers. The first
-  such round ends the pass with SIGTERM once its deliveries are done (the next pass takes it up again);
-  the second lets the pass finish. Should the pass end within the first, the last two rounds are not run.
+  every worker does (and then every `HERALD_RETENTION_INTERVAL`), in the process that delivers; once the
+  round's deliveries are in, the pass is left to finish. Each such round has ROWS old rows of its own, written
+  just before the round without purge that precedes it, so that it runs beside the start of a whole pass.
 
 Before each round: VACUUM and CHECKPOINT, so that no round pays for the one before it (dead rows, hint bits,
 dirty pages). No ANALYZE: with statistics taken while no job was pending, PostgreSQL has found the jobs that
@@ -42,7 +42,7 @@ from herald.db.retention import boundary_id
 NAME = "retention"
 BACKENDS = ("sqlite", "postgresql")  # SQLite gets a row saying why it is skipped
 ROWS = {"quick": 100_000, "full": 1_000_000}
-PLAN = ("without", "during", "without", "during", "without")
+PLAN = ("seed", "without", "during", "without", "seed", "during", "without")  # seed: ROWS more old rows
 TARGET_RATIO = 80.0  # % of the deliveries per second without a purge
 AGE_DAYS = 40  # how old the seeded rows are; Herald's default retention is 30 days
 RETENTION_DAYS = 30
@@ -104,7 +104,7 @@ class Round:
 
 @dataclass
 class Segment:
-    """One retention pass (or the part of it before SIGTERM), from the worker's log lines."""
+    """One retention pass, from the worker's log lines."""
 
     seconds: float
     logs: int
@@ -116,21 +116,21 @@ class Segment:
 class Outcome:
     rounds: list[Round] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
-    seeded: int = 0
-    seed_seconds: float = 0.0
+    seeded: int = 0  # logs (with as many jobs and events)
+    seed_seconds: list[float] = field(default_factory=list)
     old_left: dict[str, int] = field(default_factory=dict)
     groups: int = 0
     totals_off: int = 0
     negative: int = 0
     api_total: int = 0
     store_rows: int = 0
-    cut: str = ""  # why fewer rounds than planned were run
 
 
-def seed(url: str, store_id: str, integration_id: str, n: int) -> float:
-    """n old events, their finished jobs (one in ten failed) and one log each, with the logs' totals; seconds."""
+def seed(url: str, store_id: str, integration_id: str, n: int, k: int = 0) -> float:
+    """n old events, their finished jobs (one in ten failed) and one log each, with the logs' totals; seconds.
+    The k-th seeding is older than the ones before it (its own ids)."""
     started = time.monotonic()
-    start_ms = int((datetime.now(UTC) - timedelta(days=AGE_DAYS)).timestamp() * 1000) - n * STEP_MS
+    start_ms = int((datetime.now(UTC) - timedelta(days=AGE_DAYS)).timestamp() * 1000) - (k + 1) * n * STEP_MS
     params = {"start": start_ms, "step": STEP_MS, "n": n, "store": store_id, "integration": integration_id}
     with psycopg.connect(url) as conn:
         for sql in SEED:
@@ -246,39 +246,38 @@ async def checks(herald: Process, credentials: dict[str, str], url: str, out: Ou
 
 
 def rounds(s: Session, n_rows: int, n_events: int) -> Outcome:
-    out = Outcome(seeded=n_rows)
+    out = Outcome()
     receiver = s.receiver()
     credentials = s.store()
     setup = s.herald("api")
     archive, webhook = run_async(_integrations(setup, receiver, credentials))
     setup.stop()
-    out.seed_seconds = seed(s.db.url, credentials["id"], archive, n_rows)
     totals = Totals(s.db.url)
     try:
-        during = [i for i, kind in enumerate(PLAN) if kind == "during"]
-        for i, kind in enumerate(PLAN):
-            if kind == "during" and sum(x.logs + x.jobs + x.events for x in out.segments) >= 3 * n_rows:
-                out.cut = f"the pass ended in round {i - 1}, so rounds {i + 1}-{len(PLAN)} were not run"
-                break
+        for step in PLAN:
+            if step == "seed":
+                out.seed_seconds.append(seed(s.db.url, credentials["id"], archive, n_rows, len(out.seed_seconds)))
+                out.seeded += n_rows
+                continue
             settle(s.db.url)
-            env = {"HERALD_LOG_LEVEL": "info", "HERALD_LOG_RETENTION_DAYS": "0" if kind == "without" else
+            env = {"HERALD_LOG_LEVEL": "info", "HERALD_LOG_RETENTION_DAYS": "0" if step == "without" else
                    str(RETENTION_DAYS)}
             herald = s.herald("serve", **env)
             rate, seconds = run_async(workload(herald, credentials, totals, webhook, n_events))
-            r = Round(kind, rate, seconds)
-            if kind == "during":
+            r = Round(step, rate, seconds)
+            if step == "during":
                 r.purge_running_at_end = not pass_ended(herald)
-                if i == during[-1]:  # the last one lets the pass finish
-                    wait_for(lambda h=herald: pass_ended(h), herald, max(600.0, n_rows / 200), "the retention pass")
+                wait_for(lambda h=herald: pass_ended(h), herald, max(600.0, n_rows / 200), "the retention pass")
                 herald.stop()
-                out.segments.append(segment(herald))
+                out.segments.append(x := segment(herald))
+                if (x.logs, x.jobs, x.events) != (n_rows, n_rows, n_rows):
+                    raise RuntimeError(f"the pass removed {x.logs:,} logs, {x.jobs:,} jobs and {x.events:,} events"
+                                       f" of the {n_rows:,} of each seeded for it")
             herald.stop()
             out.rounds.append(r)
-            print(f"   round {i + 1} ({kind} purge): {rate:,.0f} deliveries/s in {seconds:.1f} s"
-                  + (f"; pass still running at the end: {r.purge_running_at_end}" if kind == "during" else ""),
-                  flush=True)
-        if sum(x.logs + x.jobs + x.events for x in out.segments) < 3 * n_rows:  # stopped in its last round
-            raise RuntimeError(f"the retention pass did not finish: {out.segments}")
+            print(f"   round {len(out.rounds)} ({step} purge): {rate:,.0f} deliveries/s in {seconds:.1f} s"
+                  + (f"; pass still running at the end: {r.purge_running_at_end}, all of it "
+                     f"{out.segments[-1].seconds:.1f} s" if step == "during" else ""), flush=True)
         api = s.herald("api")
         run_async(checks(api, credentials, s.db.url, out))
         api.stop()
@@ -328,12 +327,12 @@ def rows(out: Outcome, n_rows: int, n_events: int) -> list[Row]:
         Row(NAME, "postgresql", f"deliveries/s during purge ({size} old logs)", statistics.mean(r.rate for r in during),
             "deliveries/s", note="rounds " + ", ".join(f"{r.rate:,.0f}" for r in during) + overlap),
         Row(NAME, "postgresql", "during / without", statistics.mean(ratios), "%", TARGET_RATIO,
-            note="each against the rounds before and after it: " + ", ".join(f"{x:.0f} %" for x in ratios)
-            + (f"; {out.cut}" if out.cut else "")),
+            note="each against the rounds before and after it: " + ", ".join(f"{x:.0f} %" for x in ratios)),
         Row(NAME, "postgresql", "purge, logs removed per second", removed / seconds if seconds else None, "logs/s",
-            note=f"{removed:,} logs, {jobs:,} jobs and {events:,} events in {seconds:.1f} s over "
-            f"{len(out.segments)} rounds (the worker's own pass); {n_rows:,} of each seeded in "
-            f"{out.seed_seconds:.0f} s"),
+            note=f"{removed:,} logs, {jobs:,} jobs and {events:,} events in {seconds:.1f} s, {len(out.segments)}"
+            " passes of the worker's own (" + ", ".join(f"{x.seconds:.1f} s" for x in out.segments)
+            + f"); {n_rows:,} of each seeded before each, in " + ", ".join(f"{x:.0f}" for x in out.seed_seconds)
+            + " s"),
         Row(NAME, "postgresql", "old rows left afterwards", left, "rows", 0, "<=",
             note=", ".join(f"{k} {v:,}" for k, v in out.old_left.items())),
         Row(NAME, "postgresql", "totals off (log_counts, results.total)", off, "logs", 0, "<=",
