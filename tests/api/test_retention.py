@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.db import counts
+from herald.db import counts, retention
 from herald.db.database import Database
 from herald.db.driver_sql import Driver
 from herald.db.logs import LogRow
@@ -139,6 +140,33 @@ async def test_a_pass_walks_past_what_it_keeps(app: Any, client: httpx.AsyncClie
     assert await purge(app.state.db, cutoff, limit=2) == Purged()
 
 
+
+async def test_a_pass_waits_after_each_batch_as_long_as_it_took(app: Any, client: httpx.AsyncClient,
+                                                                store: StoreCreds, monkeypatch: Any) -> None:
+    """With a clock on which every batch takes 0.25 s, a pass with pause=2 waits 0.5 s after each one (the waits
+    are noted here, not slept), and it still removes everything."""
+    ticks = itertools.count()
+    monkeypatch.setattr(retention, "_clock", lambda: next(ticks) * 0.25)
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(retention, "_sleep", wait)
+    created = await client.post("/v2/integrations", json=webhook_body(enabled=True), headers=store.headers)
+    integration_id = created.json()["data"]["id"]
+    now = utcnow()
+    seeded = [await _seed(app, store.id, integration_id, now - timedelta(days=40, seconds=i), status="succeeded",
+                          with_log=True) for i in range(3)]
+    cutoff = now - timedelta(days=30)
+    async with app.state.db.read() as conn:
+        planned = await would_purge(conn, cutoff)
+    done = await purge(app.state.db, cutoff, limit=2, pause=2.0)
+    assert done == planned and done.logs >= 3
+    assert await _ids(app, jobs, [job for _, job, _ in seeded]) == set()
+    assert len(waits) >= 6 and set(waits) == {0.5}  # one per batch: 2 + 1 of each kind at least
+
 # --- PostgreSQL: what a batch reads, and the purge lock ------------------------------------------------------------
 
 
@@ -203,7 +231,7 @@ async def test_a_pass_reads_each_row_a_few_times_not_once_per_batch(postgres_url
                 await conn.exec_driver_sql("ANALYZE events, jobs, logs")
                 planned = await would_purge(conn, cutoff)
                 before = {name: (scans, rows) for name, scans, rows in (await conn.exec_driver_sql(_READS)).all()}
-                done = await purge(_InOneTransaction(conn), cutoff, limit=limit)
+                done = await purge(_InOneTransaction(conn), cutoff, limit=limit, pause=0)
                 after = {name: (scans, rows) for name, scans, rows in (await conn.exec_driver_sql(_READS)).all()}
             finally:
                 await transaction.rollback()

@@ -14,6 +14,7 @@ transaction as the logs they count.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from herald.db.database import Database
 
 BATCH = 1000  # rows per transaction
+# After each batch a pass waits PAUSE times as long as the batch took: it takes at most half of one connection's
+# time, and less of a busy machine, whose batches take longer.
+PAUSE = 1.0
+_clock = time.monotonic
+_sleep = asyncio.sleep
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
 PG_LOCK = 0x6865_7261_6C64 + 1  # one purging worker at a time on PostgreSQL (migrations use the key below it)
 
@@ -150,15 +156,18 @@ async def purge(
     cutoff: datetime,
     *,
     limit: int = BATCH,
+    pause: float = PAUSE,
     progress: Callable[[Purged], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> Purged:
-    """Remove everything older than `cutoff`, one batch per transaction, yielding to other work between batches.
+    """Remove everything older than `cutoff`, one batch per transaction, and between batches wait `pause` times as
+    long as the batch took (deliveries and API requests get the loop, the database and, on SQLite, the write lock).
     Stops early when another process holds the purge lock, or when `stop` is set."""
     done = Purged()
     cursor = Cursor()
     while not cursor.done and (stop is None or not stop.is_set()):
         moved = Cursor(cursor.table, cursor.after)
+        started = _clock()
         async with db.write() as conn:
             batch = await purge_batch(conn, cutoff, moved, limit)
         if batch is None:
@@ -167,7 +176,7 @@ async def purge(
         done.add(batch)
         if progress is not None and batch.total:
             progress(batch)
-        await asyncio.sleep(0)  # deliveries and API requests get the loop (and on SQLite the write lock) between
+        await _sleep(pause * (_clock() - started))
     if cursor.done:
         # the per-minute totals of the logs that are gone (at most 1,440 rows a day per integration and outcome)
         async with db.write() as conn:
