@@ -24,6 +24,7 @@ left, and `log_counts` must equal `count(*)` in every group, as must `results.to
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import time
@@ -99,6 +100,8 @@ class Round:
     kind: str
     rate: float
     seconds: float
+    cpu: float = 0.0  # herald serve's CPU over the round, % of one core
+    load: float = 0.0  # the machine's 1-minute load average at the end of the round (others' work included)
     purge_running_at_end: bool | None = None  # during-purge rounds: the pass had not ended when N logs were in
 
 
@@ -263,8 +266,9 @@ def rounds(s: Session, n_rows: int, n_events: int) -> Outcome:
             env = {"HERALD_LOG_LEVEL": "info", "HERALD_LOG_RETENTION_DAYS": "0" if step == "without" else
                    str(RETENTION_DAYS)}
             herald = s.herald("serve", **env)
+            cpu = herald.cpu_seconds()
             rate, seconds = run_async(workload(herald, credentials, totals, webhook, n_events))
-            r = Round(step, rate, seconds)
+            r = Round(step, rate, seconds, 100 * (herald.cpu_seconds() - cpu) / seconds, os.getloadavg()[0])
             if step == "during":
                 r.purge_running_at_end = not pass_ended(herald)
                 wait_for(lambda h=herald: pass_ended(h), herald, max(600.0, n_rows / 200), "the retention pass")
@@ -275,7 +279,8 @@ def rounds(s: Session, n_rows: int, n_events: int) -> Outcome:
                                        f" of the {n_rows:,} of each seeded for it")
             herald.stop()
             out.rounds.append(r)
-            print(f"   round {len(out.rounds)} ({step} purge): {rate:,.0f} deliveries/s in {seconds:.1f} s"
+            print(f"   round {len(out.rounds)} ({step} purge): {rate:,.0f} deliveries/s in {seconds:.1f} s,"
+                  f" herald serve at {r.cpu:.0f} % of a core, load {r.load:.2f} at the end"
                   + (f"; pass still running at the end: {r.purge_running_at_end}, all of it "
                      f"{out.segments[-1].seconds:.1f} s" if step == "during" else ""), flush=True)
         api = s.herald("api")
@@ -327,7 +332,9 @@ def rows(out: Outcome, n_rows: int, n_events: int) -> list[Row]:
         Row(NAME, "postgresql", f"deliveries/s during purge ({size} old logs)", statistics.mean(r.rate for r in during),
             "deliveries/s", note="rounds " + ", ".join(f"{r.rate:,.0f}" for r in during) + overlap),
         Row(NAME, "postgresql", "during / without", statistics.mean(ratios), "%", TARGET_RATIO,
-            note="each against the rounds before and after it: " + ", ".join(f"{x:.0f} %" for x in ratios)),
+            note="each against the rounds before and after it: " + ", ".join(f"{x:.0f} %" for x in ratios)
+            + f"; herald serve's CPU in rounds 1-{len(out.rounds)}: " + ", ".join(f"{r.cpu:.0f}" for r in out.rounds)
+            + " % of a core; 1-min load at their ends: " + ", ".join(f"{r.load:.1f}" for r in out.rounds)),
         Row(NAME, "postgresql", "purge, logs removed per second", removed / seconds if seconds else None, "logs/s",
             note=f"{removed:,} logs, {jobs:,} jobs and {events:,} events in {seconds:.1f} s, {len(out.segments)}"
             " passes of the worker's own (" + ", ".join(f"{x.seconds:.1f} s" for x in out.segments)
