@@ -38,7 +38,7 @@ import psycopg
 from bench.harness import Api, Context, Process, Session, run_async, wait_until
 from bench.report import Row
 from bench.throughput import EVENTS
-from herald.db.retention import boundary_id
+from herald.domain.ids import floor_id
 
 NAME = "retention"
 BACKENDS = ("sqlite", "postgresql")  # SQLite gets a row saying why it is skipped
@@ -230,7 +230,7 @@ def wait_for(check: Any, proc: Process, timeout: float, what: str) -> None:
 
 async def checks(herald: Process, credentials: dict[str, str], url: str, out: Outcome) -> None:
     """After the last round: no old row left; every total equal to the rows it counts, and results.total too."""
-    boundary = boundary_id(datetime.now(UTC) - timedelta(days=RETENTION_DAYS))
+    boundary = floor_id(datetime.now(UTC) - timedelta(days=RETENTION_DAYS))
     with psycopg.connect(url, autocommit=True) as conn:
         for table in ("logs", "jobs", "events"):
             row = conn.execute(f"SELECT count(*) FROM {table} WHERE id < %s", (boundary,)).fetchone()

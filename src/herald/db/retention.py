@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.db import minutes
 from herald.db.driver_sql import Driver, Sql
+from herald.domain.ids import floor_id
 
 if TYPE_CHECKING:
     from herald.db.database import Database
@@ -69,12 +70,6 @@ class Cursor:
     def next_table(self) -> None:
         self.table = {"logs": "jobs", "jobs": "events", "events": "done"}[self.table]
         self.after = ""
-
-
-def boundary_id(cutoff: datetime) -> str:
-    """The smallest UUIDv7 of `cutoff`'s millisecond: every id below it was made before the cutoff."""
-    hex_ms = f"{int(cutoff.timestamp() * 1000):012x}"
-    return f"{hex_ms[:8]}-{hex_ms[8:]}-7000-8000-000000000000"
 
 
 def _window(table: str, columns: str = "id") -> str:
@@ -122,7 +117,7 @@ async def purge_batch(conn: AsyncConnection, cutoff: datetime, cursor: Cursor, l
     db = Driver(conn)
     if not db.is_sqlite and not (await db.all(_LOCK))[0][0]:
         return None
-    boundary = boundary_id(cutoff)
+    boundary = floor_id(cutoff)
     while not cursor.done:
         window = (cursor.after, boundary, limit)
         last = (await db.all(_LAST[cursor.table], window))[0][0]
@@ -144,7 +139,7 @@ async def purge_batch(conn: AsyncConnection, cutoff: datetime, cursor: Cursor, l
 async def would_purge(conn: AsyncConnection, cutoff: datetime) -> Purged:
     """What a purge at `cutoff` would remove now (nothing is changed)."""
     db = Driver(conn)
-    b, at = boundary_id(cutoff), db.ts(cutoff)
+    b, at = floor_id(cutoff), db.ts(cutoff)
     logs = (await db.all(_COUNT_LOGS, (b,)))[0][0]
     jobs = (await db.all(_COUNT_JOBS, (b, at, b)))[0][0]
     events = (await db.all(_COUNT_EVENTS, (b, b, at, b)))[0][0]
