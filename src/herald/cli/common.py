@@ -20,6 +20,7 @@ from rich.table import Table
 from herald.settings import Settings
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from herald.db.database import Database
@@ -60,6 +61,11 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def setting_problems(exc: ValidationError) -> list[str]:
+    """`HERALD_NAME: what is wrong`, one per bad variable."""
+    return [f"HERALD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+
+
 def settings() -> Settings:
     """The settings, or one line per bad HERALD_* variable."""
     from pydantic import ValidationError
@@ -67,9 +73,8 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        for e in exc.errors():
-            name = "HERALD_" + "_".join(str(p) for p in e["loc"]).upper()
-            errors.print(f"[red]error:[/red] {name}: {e['msg']}", soft_wrap=True)
+        for line in setting_problems(exc):
+            errors.print(f"[red]error:[/red] {line}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

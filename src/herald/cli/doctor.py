@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import typer
 
-from herald.cli.common import Json, console, emit, safe_url
+from herald.cli.common import Json, console, emit, safe_url, setting_problems
 
 if TYPE_CHECKING:
     from herald.settings import Settings
@@ -189,8 +189,7 @@ def doctor(json: Json = False) -> None:
     try:
         s = Settings()
     except ValidationError as exc:
-        checks = [Check("settings", "problem", f"HERALD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}")
-                  for e in exc.errors()]
+        checks = [Check("settings", "problem", line) for line in setting_problems(exc)]
     else:
         checks = asyncio.run(_all_checks(s))
     problems = sum(c.status == "problem" for c in checks)
