@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.support.server import HERALD, HeraldProcess, Receiver, herald_env, poll, serve, token
+from tests.support.server import HeraldProcess, Receiver, create_store, poll, serve, token
 
 pytestmark = pytest.mark.browser
 
@@ -66,11 +65,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 def new_store(live: HeraldProcess, name: str) -> dict[str, str]:
-    import json
-
-    done = subprocess.run(HERALD + ["stores", "create", "--name", name, "--json"],
-                          env=herald_env(live.database_url), capture_output=True, text=True, check=True)  # type: ignore[attr-defined]
-    store: dict[str, str] = json.loads(done.stdout)
+    store = create_store(live.database_url, name)  # type: ignore[attr-defined]
     store["token"] = token(live.url, store["client_id"], store["client_secret"])
     return store
 

@@ -23,7 +23,7 @@ import pytest
 
 from herald.db.migrate import upgrade
 from tests.support.databases import dedicated_database
-from tests.support.server import HeraldProcess, Receiver, poll, serve, token
+from tests.support.server import HeraldProcess, Receiver, create_store, poll, serve, token
 
 pytestmark = pytest.mark.e2e
 
@@ -97,21 +97,9 @@ def _through(url: str, port: int) -> str:
     return f"{host[0]}@127.0.0.1:{port}/{name}" if len(host) == 2 else f"postgresql://127.0.0.1:{port}/{name}"
 
 
-def _create_store(url: str) -> dict[str, str]:
-    import subprocess
-
-    from tests.support.server import HERALD, herald_env
-
-    out = subprocess.run(HERALD + ["stores", "create", "--name", "Outage", "--json"], env=herald_env(url),
-                         capture_output=True, text=True, check=True)
-    import json
-
-    return dict(json.loads(out.stdout))
-
-
 async def test_connections_killed_and_the_database_cut_for_10s(pg_database: str, tmp_path: Path) -> None:
     proxy = await Proxy().start()
-    store = _create_store(pg_database)
+    store = create_store(pg_database, "Outage")
     herald: HeraldProcess = await asyncio.to_thread(
         serve, _through(pg_database, proxy.port), tmp_path, HERALD_RETRY_SCHEDULE="0.5,0.5,1,1,2,2,5,5,5,5",
         HERALD_LEASE_SECONDS="30", HERALD_DELIVERY_TIMEOUT="5", HERALD_SECRET_KEY="outage-test-key-0123456789abcdef",
@@ -222,7 +210,7 @@ async def _statuses(url: str, job_ids: list[str]) -> dict[str, int]:
 async def test_a_locked_sqlite_file_is_a_clear_503_and_reads_go_on(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     url = f"sqlite:///{path}"
-    store = _create_store(url)
+    store = create_store(url, "Outage")
     herald = await asyncio.to_thread(serve, url, tmp_path, HERALD_SECRET_KEY="locked-test-key-0123456789abcdef")
     holder: sqlite3.Connection | None = None
     try:
