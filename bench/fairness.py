@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import Api, Context, Process, Session, _wait, order, percentile, run_async
+from bench.harness import Api, Context, Process, Session, _wait, order, paced, percentile, run_async
 from bench.report import Row
 
 NAME = "fairness"
@@ -129,14 +129,7 @@ async def one_run(s: Session, herald: Process, healthy: Process, stuck: Process 
 
         total = int(RATE * (WARMUP + seconds))
         measure_from = time.time() + WARMUP
-        start = time.monotonic()
-        tasks = []
-        for i in range(total):
-            delay = start + i / RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await paced(total, RATE, one)
         state = await asyncio.to_thread(_state, s, healthy_id, stuck_id)
 
     async with aiohttp.ClientSession() as client:

@@ -358,6 +358,19 @@ async def wait_for_logs(db: Database, n: int, timeout: float) -> float:
     return done
 
 
+async def paced(count: int, rate: float, one: Callable[[int], Awaitable[None]]) -> None:
+    """Start `one(i)` for i in range(count), `rate` per second on a fixed schedule (a late start does not push the
+    later ones back), each as a task of its own, and wait for all of them."""
+    start = time.monotonic()
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)

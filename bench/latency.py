@@ -7,13 +7,12 @@ One machine, one clock. One second of warm-up is left out.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import aiohttp
 
-from bench.harness import Api, Context, Process, percentile, run_async, wait_until
+from bench.harness import Api, Context, Process, paced, percentile, run_async, wait_until
 from bench.report import Row
 
 NAME = "latency"
@@ -40,14 +39,7 @@ async def steady(
 
         total = int(RATE * (WARMUP + seconds))
         measure_from = time.time() + WARMUP
-        start = time.monotonic()
-        tasks = []
-        for i in range(total):
-            delay = start + i / RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await paced(total, RATE, one)
 
     async with aiohttp.ClientSession() as session:
         async def fetch(path: str) -> Any:
