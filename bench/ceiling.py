@@ -12,9 +12,11 @@ from herald.settings import Settings
 
 
 def herald_concurrency() -> tuple[int, int]:
-    """Herald's defaults: deliveries in flight per worker, and connections per receiver host."""
+    """Herald's defaults: deliveries in flight per worker, and per receiver host for one integration (the
+    smaller of its host's and its own limit: the ceiling's receiver has one integration)."""
     fields = Settings.model_fields
-    return int(fields["worker_concurrency"].default), int(fields["per_host_connections"].default)
+    per_host = min(int(fields["per_host_connections"].default), int(fields["per_integration_inflight"].default))
+    return int(fields["worker_concurrency"].default), per_host
 
 
 async def blast(url: str, body: bytes, headers: dict[str, str], n: int) -> float:

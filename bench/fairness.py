@@ -19,7 +19,8 @@ the same settings and the same healthy load:
   integration (HERALD_CLAIM_PER_INTEGRATION=100 held by all workers) keeps the stuck backlog out of the way;
 - neighbour on the same host, and the same with the breaker kept shut: one receiver process serves both
   integrations, hanging under /slow (the stuck integration's path) only, so both share Herald's connections
-  to that host (HERALD_PER_HOST_CONNECTIONS=50).
+  to that host (HERALD_PER_HOST_CONNECTIONS=100, of which the stuck one may hold
+  HERALD_PER_INTEGRATION_INFLIGHT=50).
 
 Healthy deliveries/s = measured events delivered / (last arrival - first measured publish). When the healthy
 publishing stops, the stuck integration's jobs are counted in the jobs table by status: 'delivering' (held

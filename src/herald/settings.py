@@ -55,7 +55,14 @@ class Settings(BaseSettings):
     worker_batch: int = Field(250, description="Jobs claimed per database round trip.")
     worker_poll_interval: float = Field(1.0, description="Longest sleep of an idle worker between checks for due jobs.")
     per_host_connections: int = Field(
-        50, ge=1, description="Concurrent connections per receiver host, and deliveries in flight per integration."
+        100, ge=1, description="Deliveries in flight per worker to one receiver host (scheme, host and port) or "
+        "broker: its connection pool's size. When they are all busy, the places freed go to that host's "
+        "integrations in turn."
+    )
+    per_integration_inflight: int = Field(
+        50, ge=1, description="Deliveries of one integration in flight per worker. Keep it below "
+        "HERALD_PER_HOST_CONNECTIONS: an integration whose receiver hangs then leaves the rest of its host's "
+        "connections to the other integrations on that host."
     )
     claim_per_integration: int = Field(
         100, ge=1, description="Jobs of one integration held by all workers together (being sent or waiting for "

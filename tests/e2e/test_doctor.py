@@ -100,6 +100,10 @@ def test_an_unreachable_database_and_bad_settings_are_problems(tmp_path: Path) -
     assert found[1].startswith("settings: HERALD_SECRET_KEY is 5 characters")
     assert found[2].startswith("database: cannot reach postgresql://postgres:***@127.0.0.1")
     assert "hunter2" not in done.stdout
+    unfair = report(doctor(url, "--json", HERALD_PER_INTEGRATION_INFLIGHT="50", HERALD_PER_HOST_CONNECTIONS="50"))
+    assert [c["detail"] for c in unfair["checks"] if c["check"] == "settings" and c["status"] == "warning"] == [
+        "HERALD_PER_INTEGRATION_INFLIGHT (50) is not below HERALD_PER_HOST_CONNECTIONS (50): one integration whose "
+        "receiver hangs can hold every connection to its host, and the other integrations on that host wait"]
     invalid = doctor(f"sqlite:///{tmp_path / 'x.db'}", "--json", HERALD_LEASE_SECONDS="soon")
     assert invalid.returncode == 1
     assert problems(report(invalid)) == ["settings: HERALD_LEASE_SECONDS: Input should be a valid number, "

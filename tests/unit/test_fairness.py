@@ -3,6 +3,7 @@ a fake transport (no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -91,7 +92,7 @@ async def test_an_integration_failing_in_a_row_is_probed_not_flooded(harness: Ha
     fake = FakeTransport(answer)
     await backlog(harness, dead, 60)
     worker = await _running(harness.worker(fake, [], retry_schedule="0.05,0.05,0.05", breaker_failures=5,
-                                           breaker_probe_interval=3600, per_host_connections=1,
+                                           breaker_probe_interval=3600, per_integration_inflight=1,
                                            claim_per_integration=1))
     try:
         async def breaker() -> tuple[int, object]:
@@ -144,3 +145,54 @@ async def test_one_event_to_many_integrations_is_one_transaction_and_all_deliver
     finally:
         await worker.stop()
     assert set(found) == set(ids) and set(found.values()) == {1}
+
+
+async def test_a_hanging_receiver_leaves_its_hosts_other_integrations_their_connections(harness: Harness) -> None:
+    """Real webhook transport, one loopback receiver for both integrations: /slow hangs until the test ends, /ok
+    answers at once. The stuck integration gets at most its own in-flight share of the host's connections and
+    the healthy one is delivered beside it (with one limit for both, as aiohttp's per-host pool alone gave, the
+    stuck integration took every connection to the host and the healthy one waited for the timeout)."""
+    from aiohttp import web
+
+    from herald.delivery.worker import Worker
+    from tests.support.helpers import make_settings
+    from tests.support.server import Receiver
+
+    hang = asyncio.Event()
+    open_slow = 0
+    most_slow = 0
+
+    async def slow_open() -> int:
+        return open_slow
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal open_slow, most_slow
+        if request.path == "/slow":
+            open_slow += 1
+            most_slow = max(most_slow, open_slow)
+            try:
+                await hang.wait()
+            finally:
+                open_slow -= 1
+        return web.Response(text="ok")
+
+    async with Receiver(handler) as receiver:
+        stuck = await harness.integration(name="Stuck", configuration={"url": receiver.url("/slow")})
+        healthy = await harness.integration(name="Healthy", observes=["order.fulfilled"],
+                                            configuration={"url": receiver.url("/ok")})
+        await backlog(harness, stuck, 200)
+        settings = make_settings(harness.database_url, per_integration_inflight=4, per_host_connections=6,
+                                 delivery_timeout=60, claim_per_integration=50)
+        worker = await _running(Worker(settings, harness.app.state.db))
+        try:
+            await poll(slow_open, lambda n: n == 4)
+            for _ in range(20):
+                r = await harness.client.post("/v2/events", headers=harness.store.headers, json={"data": {
+                    "type": "event", "triggered_by": "order.fulfilled", "payload": {}}})
+                assert r.status_code == 202
+            await poll(lambda: by_integration(harness, "succeeded"), lambda s: s.get(healthy, 0) == 20)
+            assert (open_slow, most_slow) == (4, 4)
+            assert worker.waiting == 46  # the rest of the stuck one's claimed share waits in the worker
+        finally:
+            hang.set()
+            await worker.stop()

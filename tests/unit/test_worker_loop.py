@@ -221,7 +221,7 @@ async def test_an_attempt_past_the_deadline_is_a_timeout(harness: Harness) -> No
 
 
 async def test_deliveries_per_integration_wait_for_their_turn(harness: Harness) -> None:
-    """With per_host_connections=2, a third job of the same integration waits in the worker until one ends."""
+    """With per_integration_inflight=2, a third job of the same integration waits in the worker until one ends."""
     release = asyncio.Event()
     running = 0
     most = 0
@@ -238,7 +238,7 @@ async def test_deliveries_per_integration_wait_for_their_turn(harness: Harness) 
     integration_id = await harness.integration()
     for _ in range(5):
         await harness.publish()
-    worker = await _running(harness.worker(fake, [], per_host_connections=2))
+    worker = await _running(harness.worker(fake, [], per_integration_inflight=2))
     try:
         await fake.wait_sent(2)
         await asyncio.sleep(0.2)  # give a third delivery every chance to start wrongly (asserted absent below)

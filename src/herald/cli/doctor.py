@@ -52,6 +52,10 @@ def _settings_checks(s: Settings) -> list[Check]:
     elif s.worker_batch > s.worker_concurrency:
         warning(f"HERALD_WORKER_BATCH ({s.worker_batch}) is more than HERALD_WORKER_CONCURRENCY "
                 f"({s.worker_concurrency}): claims never take more than the concurrency")
+    if s.per_integration_inflight >= s.per_host_connections:
+        warning(f"HERALD_PER_INTEGRATION_INFLIGHT ({s.per_integration_inflight}) is not below "
+                f"HERALD_PER_HOST_CONNECTIONS ({s.per_host_connections}): one integration whose receiver hangs "
+                "can hold every connection to its host, and the other integrations on that host wait")
     if s.token_ttl <= 0:
         problem(f"HERALD_TOKEN_TTL is {s.token_ttl}: every access token would be expired")
     if s.secret_key is not None and len(s.secret_key) < 32:

@@ -1,7 +1,11 @@
-"""At most N deliveries in flight per integration; the rest wait their turn in the worker, in arrival order.
+"""Who may send now: at most N deliveries in flight per integration and M per peer (a receiver host, a broker);
+the rest wait their turn inside the worker, and a peer's freed place goes to its integrations in turn.
 
 Waiting here costs a deque entry; waiting as a task parked in the HTTP client's per-host queue cost far more per
-delivery, and one slow receiver could fill every slot of the connection pool.
+delivery, and it was first come, first served: an integration whose receiver hangs filled every connection to
+its host, and a healthy integration on the same host waited the whole timeout behind it. With N below M, one
+stuck integration leaves M - N places to the others; with several, the places freed go round the integrations
+waiting, so none waits behind another's whole backlog.
 """
 
 from __future__ import annotations
@@ -11,52 +15,94 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+Group = tuple[str, str]
+"""(peer, integration id): the peer's connections are shared, the integration's share is its own."""
 
-class PerKeyLimit(Generic[T]):
-    """Admits up to `limit` running items per key; `release` hands the freed place to the key's next waiter."""
 
-    __slots__ = ("limit", "_running", "_waiting", "waiting")
+class Gate(Generic[T]):
+    """Admits an item when its group has fewer than `per_integration` running and its peer fewer than `per_peer`.
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("the limit must be at least 1")
-        self.limit = limit
-        self._running: dict[str, int] = {}
-        self._waiting: dict[str, collections.deque[T]] = {}
-        self.waiting = 0  # items waiting, over all keys
+    Invariant: a peer with a free place has no group waiting in its turn order (`_turns`), so an item that
+    finds both places free can start at once without passing anyone.
+    """
 
-    def admit(self, key: str, item: T) -> bool:
-        """True: `item` may start now (it holds a place). False: it waits until a place of `key` is released."""
-        running = self._running.get(key, 0)
-        if running >= self.limit:
-            self._waiting.setdefault(key, collections.deque()).append(item)
-            self.waiting += 1
-            return False
-        self._running[key] = running + 1
-        return True
+    __slots__ = ("per_integration", "per_peer", "_running", "_peer_running", "_waiting", "_turns", "waiting")
 
-    def release(self, key: str) -> T | None:
-        """One item of `key` ended. Returns the next waiting item, which now holds the freed place, or None."""
-        queue = self._waiting.get(key)
-        if queue:
-            item = queue.popleft()
-            self.waiting -= 1
-            if not queue:
-                del self._waiting[key]
-            return item
-        running = self._running[key] - 1
+    def __init__(self, per_integration: int, per_peer: int) -> None:
+        if per_integration < 1 or per_peer < 1:
+            raise ValueError("the limits must be at least 1")
+        self.per_integration = per_integration
+        self.per_peer = per_peer
+        self._running: dict[Group, int] = {}
+        self._peer_running: dict[str, int] = {}
+        self._waiting: dict[Group, collections.deque[T]] = {}
+        # per peer, the groups with waiters and room of their own, in turn order (a dict keeps insertion order)
+        self._turns: dict[str, dict[Group, None]] = {}
+        self.waiting = 0  # items waiting, over all groups
+
+    def admit(self, group: Group, item: T) -> bool:
+        """True: `item` may start now (it holds a place). False: it waits until `release` hands it one."""
+        peer = group[0]
+        running = self._running.get(group, 0)
+        if running < self.per_integration and self._peer_running.get(peer, 0) < self.per_peer:
+            self._running[group] = running + 1
+            self._peer_running[peer] = self._peer_running.get(peer, 0) + 1
+            return True
+        waiters = self._waiting.get(group)
+        if waiters is None:
+            waiters = self._waiting[group] = collections.deque()
+        waiters.append(item)
+        self.waiting += 1
+        if running < self.per_integration:  # only the peer is full: the group takes its turn
+            self._turns.setdefault(peer, {})[group] = None
+        return False
+
+    def release(self, group: Group) -> list[T]:
+        """One item of `group` ended. Returns the items that now hold the freed places (usually one, of this
+        group or of the next group in the peer's turn order; none when nothing waits)."""
+        peer = group[0]
+        running = self._running[group] - 1
         if running:
-            self._running[key] = running
+            self._running[group] = running
         else:
-            del self._running[key]
-        return None
+            del self._running[group]
+        peer_running = self._peer_running[peer] - 1
+        turns = self._turns.get(peer)
+        if group in self._waiting and (turns is None or group not in turns):
+            # it was at its own limit; now it has room, and waits for a place of the peer behind the others
+            turns = self._turns.setdefault(peer, {})
+            turns[group] = None
+        started: list[T] = []
+        while turns and peer_running < self.per_peer:
+            nxt = next(iter(turns))
+            del turns[nxt]
+            waiters = self._waiting[nxt]
+            started.append(waiters.popleft())
+            self.waiting -= 1
+            peer_running += 1
+            now = self._running[nxt] = self._running.get(nxt, 0) + 1
+            if not waiters:
+                del self._waiting[nxt]
+            elif now < self.per_integration:
+                turns[nxt] = None  # back of the line
+        if turns is not None and not turns:
+            del self._turns[peer]
+        if peer_running:
+            self._peer_running[peer] = peer_running
+        else:
+            del self._peer_running[peer]
+        return started
 
-    def running(self, key: str) -> int:
-        return self._running.get(key, 0)
+    def running(self, group: Group) -> int:
+        return self._running.get(group, 0)
+
+    def peer_running(self, peer: str) -> int:
+        return self._peer_running.get(peer, 0)
 
     def drain(self) -> list[T]:
         """Every waiting item, removed (at shutdown: they are released unstarted)."""
-        items = [item for queue in self._waiting.values() for item in queue]
+        items = [item for waiters in self._waiting.values() for item in waiters]
         self._waiting.clear()
+        self._turns.clear()
         self.waiting = 0
         return items

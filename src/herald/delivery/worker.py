@@ -25,7 +25,7 @@ from herald.db.logs import LogRow
 from herald.db.notify import jobs_due
 from herald.db.operator_events import OperatorEvents
 from herald.db.retention import purge
-from herald.delivery.gate import PerKeyLimit
+from herald.delivery.gate import Gate, Group
 from herald.delivery.transports import make_transport
 from herald.delivery.transports.base import Transport, attempt
 from herald.domain.ids import new_id, utcnow
@@ -75,7 +75,8 @@ class Worker:
                                    settings.breaker_probe_interval)
         self._transports: dict[str, Transport] = dict(transports or {})
         self._own_transports = not transports
-        self._gate: PerKeyLimit[queue.ClaimedJob] = PerKeyLimit(settings.per_host_connections)
+        self._gate: Gate[queue.ClaimedJob] = Gate(settings.per_integration_inflight, settings.per_host_connections)
+        self._groups: dict[int, Group] = {}  # id() of a ClaimedJob admitted and not yet ended -> its gate group
         self._inflight: dict[int, asyncio.Task[AttemptResult]] = {}  # id() of the ClaimedJob being sent -> its task
         self._tokens: dict[str, str] = {}  # job id -> lease token, for every job held and not yet recorded
         self._done: list[tuple[queue.ClaimedJob, AttemptResult]] = []
@@ -208,19 +209,25 @@ class Worker:
     # --- gate ---------------------------------------------------------------------------------------------------
 
     def _admit(self, job: queue.ClaimedJob) -> None:
-        """Deliver now, or once a delivery of the same integration ends when it already has its share."""
-        if self._gate.admit(job.integration_id, job):
+        """Deliver now, or once its integration and its peer (receiver host, broker) have a free place."""
+        try:
+            peer = self.transport(job.integration.integration_type).peer(job.integration.configuration)
+        except Exception:  # noqa: BLE001 - no transport for it: `_start` records why; it shares no peer
+            peer = ""
+        group = self._groups[id(job)] = (peer, job.integration_id)
+        if self._gate.admit(group, job):
             self._start(job)
 
     def _ended(self, job: queue.ClaimedJob, result: AttemptResult | None) -> None:
-        """An attempt ended (None: cancelled at shutdown): queue its result, hand its place to the next job."""
+        """An attempt ended (None: cancelled at shutdown): queue its result, hand its places to the next jobs."""
         if result is not None:
             self._done.append((job, result))
             self._done_event.set()
         self._inflight.pop(id(job), None)
-        following = self._gate.release(job.integration_id)
-        if following is not None and not self._stop.is_set():  # once stopping, its lease is released unstarted
-            self._start(following)
+        following = self._gate.release(self._groups.pop(id(job)))
+        if not self._stop.is_set():  # once stopping, their leases are released unstarted
+            for job_next in following:
+                self._start(job_next)
         self._slot_free.set()
 
     # --- deliver ------------------------------------------------------------------------------------------------

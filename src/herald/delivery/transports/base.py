@@ -13,9 +13,9 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from herald.domain.messages import AttemptResult, OutboundMessage
 
@@ -75,6 +75,12 @@ class Transport(Protocol):
 
     async def send(self, message: OutboundMessage) -> Delivered:
         """Make one attempt; raise `DeliveryFailed` for anything the receiver, the broker or the network did."""
+        ...
+
+    def peer(self, configuration: Mapping[str, Any]) -> str:
+        """Whose connections deliveries to this configuration share (a receiver's scheme, host and port; a
+        broker's address). The worker lets `HERALD_PER_HOST_CONNECTIONS` deliveries be in flight per peer,
+        taken in turn by the peer's integrations. Called for every delivery: keep it cheap, never raise."""
         ...
 
     def timeout_detail(self, timeout: float, phase: str) -> str:

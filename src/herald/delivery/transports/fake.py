@@ -6,7 +6,8 @@ Not registered for any integration type: a test hands it to `Worker(transports={
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from herald.delivery.transports.base import Delivered, DeliveryFailed
 from herald.domain.messages import OutboundMessage
@@ -43,6 +44,10 @@ class FakeTransport:
                 self._sent_event.clear()
                 await self._sent_event.wait()
         return self.sent
+
+    def peer(self, configuration: Mapping[str, Any]) -> str:
+        """The configuration's url: integrations with the same one share the per-peer limit."""
+        return str(configuration.get("url", ""))
 
     def timeout_detail(self, timeout: float, phase: str) -> str:
         return f"The fake transport did not answer within {timeout:g} s."

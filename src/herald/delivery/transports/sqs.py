@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -145,6 +146,9 @@ class SqsTransport:
             raise DeliveryFailed(f"The SQS request failed ({type(exc).__name__}).", body=str(exc)) from exc
         status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return Delivered(status, broker_id=str(answer.get("MessageId", "")))
+
+    def peer(self, configuration: Mapping[str, Any]) -> str:
+        return str(configuration.get("endpoint_url") or f"sqs:{configuration.get('region', '')}")
 
     def timeout_detail(self, timeout: float, phase: str) -> str:
         return f"The SQS request timed out after {timeout:g} s."

@@ -13,7 +13,9 @@ import socket
 import ssl
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from herald.delivery.guard import BlockedAddressError, resolve_public
@@ -329,6 +331,10 @@ class StompTransport:
             ) from exc
         finally:
             self._close_idle()
+
+    def peer(self, configuration: Mapping[str, Any]) -> str:
+        addresses = configuration.get("addresses")
+        return ",".join(map(str, addresses)) if isinstance(addresses, list) else str(addresses)
 
     def timeout_detail(self, timeout: float, phase: str) -> str:
         return f"The STOMP attempt timed out after {timeout:g} s while {phase or 'starting'}."

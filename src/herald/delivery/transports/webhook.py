@@ -7,9 +7,11 @@ import math
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -106,6 +108,9 @@ class WebhookTransport:
             gone=status == 410,
         )
 
+    def peer(self, configuration: Mapping[str, Any]) -> str:
+        return _origin(str(configuration.get("url", "")))
+
     def timeout_detail(self, timeout: float, phase: str) -> str:
         return f"The receiver did not answer within the {timeout:g} s timeout."
 
@@ -139,6 +144,16 @@ def _target(url_text: str, allow_private: bool) -> URL:
         raise aiohttp.InvalidURL(url_text)
     check_url_host(url.raw_host or "", allow_private)
     return url
+
+
+@lru_cache(maxsize=4096)
+def _origin(url_text: str) -> str:
+    """scheme://host:port, as the connection pool keys its connections (the text itself when unparsable)."""
+    try:
+        url = URL(url_text)
+        return f"{url.scheme}://{url.host}:{url.port}" if url.host else url_text
+    except (ValueError, TypeError):
+        return url_text
 
 
 def _failure_detail(status: int, headers: CIMultiDictProxy[str]) -> str:
