@@ -82,7 +82,8 @@ class Metrics:
         )
         self.inflight = Gauge("herald_worker_inflight", "Deliveries this worker is sending now.", registry=r)
         self.waiting = Gauge(
-            "herald_worker_waiting", "Jobs this worker holds that wait for their integration's turn.", registry=r
+            "herald_worker_waiting", "Jobs this worker holds that wait for their integration's or their host's turn.",
+            registry=r,
         )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
