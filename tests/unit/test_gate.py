@@ -73,3 +73,16 @@ def test_limits_below_one_are_refused() -> None:
         Gate(0, 5)
     with pytest.raises(ValueError):
         Gate(5, 0)
+
+
+def test_withdraw_takes_one_integrations_waiters_out_of_every_turn() -> None:
+    gate: Gate[str] = Gate(1, 2)
+    assert gate.admit(A, "a1") and gate.admit(B, "b1")  # host full
+    for group, item in ((A, "a2"), (B, "b2"), (C, "c1"), (("host-2", "a"), "a-elsewhere")):
+        gate.admit(group, item)
+    gate.admit(("host-2", "a"), "a-elsewhere-2")
+    assert sorted(gate.withdraw("a")) == ["a-elsewhere-2", "a2"]  # "a-elsewhere" had started on host-2
+    assert gate.waiting == 2
+    assert gate.release(A) == ["c1"]  # c waited for the host; a's withdrawn job is not started
+    assert gate.release(B) == ["b2"]
+    assert gate.withdraw("nobody") == []

@@ -338,14 +338,16 @@ async def cancel(conn: AsyncConnection, job: ClaimedJob, now: datetime) -> None:
     )
 
 
-async def release(conn: AsyncConnection, tokens: list[str], now: datetime) -> int:
-    """Give leased jobs back at shutdown so that another worker takes them at once."""
+async def release(conn: AsyncConnection, tokens: list[str], now: datetime, only: list[str] | None = None) -> int:
+    """Give leased jobs back unsent, as they were: every job of these leases at shutdown, so that another worker
+    takes them at once, or `only` these job ids (their integration's breaker opened while they waited)."""
     if not tokens:
         return 0
+    where = [jobs.c.lease_token.in_(tokens), jobs.c.status == "delivering"]
+    if only is not None:
+        where.append(jobs.c.id.in_(only))
     result = await conn.execute(
-        jobs.update()
-        .where(jobs.c.lease_token.in_(tokens), jobs.c.status == "delivering")
-        .values(status="pending", run_at=now, lease_token=None, updated_at=now)
+        jobs.update().where(*where).values(status="pending", run_at=now, lease_token=None, updated_at=now)
     )
     return result.rowcount
 

@@ -99,6 +99,20 @@ class Gate(Generic[T]):
     def peer_running(self, peer: str) -> int:
         return self._peer_running.get(peer, 0)
 
+    def withdraw(self, integration_id: str) -> list[T]:
+        """Every waiting item of one integration, removed (its breaker opened: they go back to the database)."""
+        items: list[T] = []
+        for group in [g for g in self._waiting if g[1] == integration_id]:
+            waiters = self._waiting.pop(group)
+            items.extend(waiters)
+            turns = self._turns.get(group[0])
+            if turns is not None:
+                turns.pop(group, None)
+                if not turns:
+                    del self._turns[group[0]]
+        self.waiting -= len(items)
+        return items
+
     def drain(self) -> list[T]:
         """Every waiting item, removed (at shutdown: they are released unstarted)."""
         items = [item for waiters in self._waiting.values() for item in waiters]

@@ -77,6 +77,7 @@ class Worker:
         self._own_transports = not transports
         self._gate: Gate[queue.ClaimedJob] = Gate(settings.per_integration_inflight, settings.per_host_connections)
         self._groups: dict[int, Group] = {}  # id() of a ClaimedJob admitted and not yet ended -> its gate group
+        self._in_row: dict[str, int] = {}  # integration id -> failed attempts in a row this worker recorded
         self._inflight: dict[int, asyncio.Task[AttemptResult]] = {}  # id() of the ClaimedJob being sent -> its task
         self._tokens: dict[str, str] = {}  # job id -> lease token, for every job held and not yet recorded
         self._done: list[tuple[queue.ClaimedJob, AttemptResult]] = []
@@ -356,11 +357,50 @@ class Worker:
             if self._tokens.get(job.id) == job.lease_token:
                 del self._tokens[job.id]
         self.delivered += len(kept)
+        opened = self._breakers(kept)
+        if opened:
+            await self._give_back(opened)
         for integration_id in disabled:
             log.warning("integration %s disabled after failing deliveries", integration_id,
                         extra={"integration_id": integration_id})
         if self.hooks:
             self._tell(Recorded(kept, {o.job.id: results[o.job.id] for o in kept}, disabled, len(batch) - len(kept)))
+
+    def _breakers(self, kept: list[queue.Outcome]) -> set[str]:
+        """The integrations this worker has now seen fail `breaker_failures` times in a row (so their breaker is
+        open in the database too: every worker's failures count there)."""
+        opened: set[str] = set()
+        for outcome in kept:
+            iid = outcome.job.integration_id
+            if outcome.log.succeeded:
+                self._in_row.pop(iid, None)
+            else:
+                failures = self._in_row[iid] = self._in_row.get(iid, 0) + 1
+                if failures >= self.settings.breaker_failures:
+                    opened.add(iid)
+        return opened
+
+    async def _give_back(self, integration_ids: set[str]) -> None:
+        """Jobs of integrations whose breaker opened, still waiting their turn here, go back to the database unsent:
+        the breaker's probes decide when they go out, instead of this worker sending them all at a dead receiver."""
+        held = [job for iid in sorted(integration_ids) for job in self._gate.withdraw(iid)]
+        if not held:
+            return
+        try:
+            async with self.db.write() as conn:
+                await queue.release(conn, list({j.lease_token for j in held}), utcnow(), only=[j.id for j in held])
+        except Exception:  # noqa: BLE001 - the database may be away: then they are sent after all, as claimed
+            log.warning("giving back %d jobs of integrations whose breaker opened failed; sending them", len(held))
+            for job in held:
+                self._admit(job)
+            return
+        for job in held:
+            self._groups.pop(id(job), None)
+            if self._tokens.get(job.id) == job.lease_token:
+                del self._tokens[job.id]
+        self._slot_free.set()
+        log.info("circuit breaker open for %s: %d jobs waiting in the worker given back to the database",
+                 ", ".join(sorted(integration_ids)), len(held))
 
     def _tell(self, recorded: Recorded) -> None:
         for hook in self.hooks:
