@@ -199,19 +199,15 @@ async def test_a_hanging_receiver_leaves_its_hosts_other_integrations_their_conn
 
 
 async def test_jobs_waiting_in_the_worker_go_back_to_the_database_when_the_breaker_opens(harness: Harness) -> None:
-    """Share 20, two in flight, breaker after 2 failures: the first two attempts fail, the next two hang; once
-    the failures are recorded, the 16 jobs still waiting in the worker are given back unsent, not sent at a
-    dead receiver one after the other (the two hanging attempts end at the 5 s delivery timeout: the check
-    comes before)."""
+    """Share 20, two in flight, breaker after 2 failures. The first attempt fails (the next job takes its place
+    and hangs), then the second: that failure opens the breaker, and the 17 jobs still waiting in the worker go
+    back to the database unsent instead of going out one after the other at a dead receiver."""
     dead = await harness.integration(name="Dead")
-    first_two = asyncio.Event()
-    never = asyncio.Event()
-    calls = 0
+    first, second, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    gates: list[asyncio.Event] = [first, second]
 
     async def answer(message: object) -> Delivered | DeliveryFailed:
-        nonlocal calls
-        calls += 1
-        await (first_two if calls <= 2 else never).wait()
+        await (gates.pop(0) if gates else never).wait()
         return DeliveryFailed("down", status=503)
 
     fake = FakeTransport(answer)
@@ -221,14 +217,17 @@ async def test_jobs_waiting_in_the_worker_go_back_to_the_database_when_the_break
     try:
         await fake.wait_sent(2)
         assert worker.waiting == 18
-        first_two.set()
-        await poll(lambda: by_integration(harness, "pending"), lambda p: p.get(dead, 0) == 28, timeout=5)
-        assert (calls, worker.waiting, worker.inflight) == (4, 0, 2)
+        first.set()
+        await fake.wait_sent(3)  # the first failure hands its place over, as usual
+        second.set()
+        await poll(lambda: by_integration(harness, "pending"), lambda p: p.get(dead, 0) == 29)
+        # a claim made before the opening failure was recorded is given back too, as it reaches the worker
+        assert (len(fake.sent), worker.waiting, worker.inflight) == (3, 0, 1)
         # given back as they were: no attempt counted, nobody's lease
         async with harness.app.state.db.read() as conn:
             rows = (await conn.execute(sa.select(jobs.c.attempts, jobs.c.lease_token).where(
                 jobs.c.integration_id == dead, jobs.c.status == "pending"))).all()
-        assert sorted(rows) == [(0, None)] * 26 + [(1, None)] * 2  # 10 never claimed, 16 given back; 2 retries
+        assert sorted(rows) == [(0, None)] * 27 + [(1, None)] * 2  # 10 never claimed, 17 given back; 2 retries
     finally:
         never.set()
         await worker.stop()

@@ -77,7 +77,12 @@ class Worker:
         self._own_transports = not transports
         self._gate: Gate[queue.ClaimedJob] = Gate(settings.per_integration_inflight, settings.per_host_connections)
         self._groups: dict[int, Group] = {}  # id() of a ClaimedJob admitted and not yet ended -> its gate group
-        self._in_row: dict[str, int] = {}  # integration id -> failed attempts in a row this worker recorded
+        self._in_row: dict[str, int] = {}  # integration id -> failed attempts in a row this worker made
+        self._given_back: list[queue.ClaimedJob] = []  # withdrawn from the gate, to release with the next batch
+        # integration id -> the number of the flush that recorded the failure opening its breaker (None: not yet
+        # recorded); a claim that began before that flush committed could not see the breaker open
+        self._opened: dict[str, int | None] = {}
+        self._flushes = 0  # batches committed
         self._inflight: dict[int, asyncio.Task[AttemptResult]] = {}  # id() of the ClaimedJob being sent -> its task
         self._tokens: dict[str, str] = {}  # job id -> lease token, for every job held and not yet recorded
         self._done: list[tuple[queue.ClaimedJob, AttemptResult]] = []
@@ -182,6 +187,7 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             want = min(capacity, s.worker_batch)
+            began = self._flushes
             try:
                 async with self.db.write() as conn:
                     claimed, next_due = await queue.claim(conn, want, s.lease_seconds, utcnow(), self.fair)
@@ -198,7 +204,7 @@ class Worker:
             for job in claimed:
                 if job.integration.deleted_at is None:
                     self._tokens[job.id] = job.lease_token
-                    self._admit(job)
+                    self._admit(job, began)
             if len(claimed) == want:
                 continue
             # Sleep until woken by a publish, or until the next job falls due (at most the poll interval).
@@ -209,8 +215,18 @@ class Worker:
 
     # --- gate ---------------------------------------------------------------------------------------------------
 
-    def _admit(self, job: queue.ClaimedJob) -> None:
-        """Deliver now, or once its integration and its peer (receiver host, broker) have a free place."""
+    def _admit(self, job: queue.ClaimedJob, claim_began: int) -> None:
+        """Deliver now, or once its integration and its peer (receiver host, broker) have a free place. Or give
+        it back unsent: its integration's breaker opened here, and the claim that took it began before the
+        opening failure was recorded, so it could not know (a later claim takes only a probe)."""
+        iid = job.integration_id
+        if iid in self._opened:
+            opened = self._opened[iid]
+            if opened is None or claim_began < opened:
+                self._given_back.append(job)
+                self._done_event.set()
+                return
+            del self._opened[iid]
         try:
             peer = self.transport(job.integration.integration_type).peer(job.integration.configuration)
         except Exception:  # noqa: BLE001 - no transport for it: `_start` records why; it shares no peer
@@ -224,12 +240,26 @@ class Worker:
         if result is not None:
             self._done.append((job, result))
             self._done_event.set()
+            self._count(job.integration_id, result.succeeded)
         self._inflight.pop(id(job), None)
         following = self._gate.release(self._groups.pop(id(job)))
         if not self._stop.is_set():  # once stopping, their leases are released unstarted
             for job_next in following:
                 self._start(job_next)
         self._slot_free.set()
+
+    def _count(self, integration_id: str, succeeded: bool) -> None:
+        """Failures in a row: at `breaker_failures`, the integration's breaker opens (every worker's failures
+        count in the database), and its jobs still waiting their turn here go back to the database unsent with
+        the next batch, instead of going out one after the other at a dead receiver."""
+        if succeeded:
+            self._in_row.pop(integration_id, None)
+            self._opened.pop(integration_id, None)
+            return
+        failures = self._in_row[integration_id] = self._in_row.get(integration_id, 0) + 1
+        if failures >= self.settings.breaker_failures:
+            self._opened[integration_id] = None
+            self._given_back += self._gate.withdraw(integration_id)
 
     # --- deliver ------------------------------------------------------------------------------------------------
 
@@ -324,16 +354,21 @@ class Worker:
         return queue.Outcome(job, status, run_at, entry)
 
     async def _flush(self) -> None:
-        if not self._done:
+        if not self._done and not self._given_back:
             return
         batch, self._done = self._done, []
+        given_back, self._given_back = self._given_back, []
+        opening = [iid for iid, flush in self._opened.items() if flush is None]  # their failures are in `batch`
         now = utcnow()
         outcomes = [self._outcome(job, result, now) for job, result in batch]
         results = {job.id: result for job, result in batch}
         disabled: list[str] = []
         try:
             async with self.db.write() as conn:
-                kept = await queue.record(conn, outcomes, now, self.fair)
+                if given_back:
+                    await queue.release(conn, list({j.lease_token for j in given_back}), now,
+                                        only=[j.id for j in given_back])
+                kept = await queue.record(conn, outcomes, now, self.fair) if outcomes else []
                 if kept:
                     # finished jobs leave their integration's share, and retries may be due before the claim
                     # loop's next look: it looks again once this commits
@@ -352,55 +387,23 @@ class Worker:
             # The transaction rolled back: keep the results for the retry (the lease-token check makes a
             # retry after an unknown commit outcome harmless), or the attempts would be lost and redelivered.
             self._done[:0] = batch
+            self._given_back[:0] = given_back
             raise
-        for job, _ in batch:
+        self._flushes += 1
+        for iid in opening:
+            if iid in self._opened and self._opened[iid] is None:
+                self._opened[iid] = self._flushes
+        for job in given_back:
+            self._groups.pop(id(job), None)
+        for job in [*(job for job, _ in batch), *given_back]:
             if self._tokens.get(job.id) == job.lease_token:
                 del self._tokens[job.id]
         self.delivered += len(kept)
-        opened = self._breakers(kept)
-        if opened:
-            await self._give_back(opened)
         for integration_id in disabled:
             log.warning("integration %s disabled after failing deliveries", integration_id,
                         extra={"integration_id": integration_id})
         if self.hooks:
             self._tell(Recorded(kept, {o.job.id: results[o.job.id] for o in kept}, disabled, len(batch) - len(kept)))
-
-    def _breakers(self, kept: list[queue.Outcome]) -> set[str]:
-        """The integrations this worker has now seen fail `breaker_failures` times in a row (so their breaker is
-        open in the database too: every worker's failures count there)."""
-        opened: set[str] = set()
-        for outcome in kept:
-            iid = outcome.job.integration_id
-            if outcome.log.succeeded:
-                self._in_row.pop(iid, None)
-            else:
-                failures = self._in_row[iid] = self._in_row.get(iid, 0) + 1
-                if failures >= self.settings.breaker_failures:
-                    opened.add(iid)
-        return opened
-
-    async def _give_back(self, integration_ids: set[str]) -> None:
-        """Jobs of integrations whose breaker opened, still waiting their turn here, go back to the database unsent:
-        the breaker's probes decide when they go out, instead of this worker sending them all at a dead receiver."""
-        held = [job for iid in sorted(integration_ids) for job in self._gate.withdraw(iid)]
-        if not held:
-            return
-        try:
-            async with self.db.write() as conn:
-                await queue.release(conn, list({j.lease_token for j in held}), utcnow(), only=[j.id for j in held])
-        except Exception:  # noqa: BLE001 - the database may be away: then they are sent after all, as claimed
-            log.warning("giving back %d jobs of integrations whose breaker opened failed; sending them", len(held))
-            for job in held:
-                self._admit(job)
-            return
-        for job in held:
-            self._groups.pop(id(job), None)
-            if self._tokens.get(job.id) == job.lease_token:
-                del self._tokens[job.id]
-        self._slot_free.set()
-        log.info("circuit breaker open for %s: %d jobs waiting in the worker given back to the database",
-                 ", ".join(sorted(integration_ids)), len(held))
 
     def _tell(self, recorded: Recorded) -> None:
         for hook in self.hooks:
