@@ -19,7 +19,7 @@ from herald.db.tables import events
 from herald.settings import Settings
 from tests.support import server
 from tests.support.databases import dedicated_database
-from tests.support.helpers import make_settings, new_store
+from tests.support.helpers import error, make_settings, new_store
 
 LIMIT = 4096
 
@@ -31,14 +31,6 @@ async def running(settings: Settings) -> AsyncIterator[Any]:
         transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
             yield application, client
-
-
-def error(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"errors"}
-    assert body["errors"][0]["status"] == status
-    return body["errors"][0]
 
 
 def event_chunks(size: int, consumed: list[int] | None = None, chunk: int = 512) -> Iterator[bytes]:

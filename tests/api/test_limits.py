@@ -13,7 +13,7 @@ import httpx
 from herald.api.limits import FailedSignIns, SharedFailedSignIns, SignInLimits, sign_in_keys
 from herald.app import create_app
 from herald.settings import Settings
-from tests.support.helpers import StoreCreds, make_settings, new_store
+from tests.support.helpers import StoreCreds, error, make_settings, new_store
 
 TOKEN = "/oauth/access_token"
 
@@ -61,14 +61,6 @@ def stopped_clock(app: Any) -> Clock:
     clock = Clock(counter.clock())
     counter.clock = clock
     return clock
-
-
-def error(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"errors"}
-    assert body["errors"][0]["status"] == status
-    return body["errors"][0]
 
 
 # --- failed sign-ins ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -54,6 +55,16 @@ async def new_store(app: object, client: httpx.AsyncClient, name: str = "Test st
     )
     assert r.status_code == 200, r.text
     return StoreCreds(created.id, created.client_id, created.client_secret, r.json()["access_token"])
+
+
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
+    """The one error of a JSON:API error answer with this status (the shape checked on the way)."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"errors"}
+    assert body["errors"][0]["status"] == status
+    result: dict[str, Any] = body["errors"][0]
+    return result
 
 
 def webhook_body(**overrides: object) -> dict[str, object]:
