@@ -5,13 +5,18 @@ killed with pg_terminate_backend, then the proxy is cut for 10 s (live connectio
 restored. Afterwards every accepted event is delivered, every attempt is recorded once, no job has two recorded
 successes, and the API answered only 2xx or 503 (each 503 within 2 s, with Retry-After).
 
-SQLite: another process holding the file's write lock gives a clear 503, and reads go on."""
+SQLite: another process holding the file's write lock, or a disk filled for real (a small tmpfs, so this needs
+root; HERALD_REQUIRE_FAULTS=1 makes it fail rather than skip without), gives a clear 503, reads go on, and the file
+stays intact."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -239,3 +244,110 @@ async def test_a_locked_sqlite_file_is_a_clear_503_and_reads_go_on(tmp_path: Pat
         herald.stop()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+REQUIRE_FAULTS = os.environ.get("HERALD_REQUIRE_FAULTS", "") not in ("", "0", "false")
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (needs root): a disk this test can fill for real."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        why = f"a full disk needs a tmpfs mount: {done.stderr.strip() or done.returncode}"
+        if REQUIRE_FAULTS:
+            pytest.fail(f"{why} (HERALD_REQUIRE_FAULTS=1)")
+        pytest.skip(why)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> int:
+    """Write `path` until the disk is full; the bytes written."""
+    chunk = b"\0" * 65536
+    written = 0
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return written
+
+
+async def test_a_full_sqlite_disk_is_a_clear_503_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
+    """`herald serve` on a SQLite file on a small disk, filled for real mid-way: publishing answers 503 with
+    Retry-After (or 202 while the write-ahead log still has room), reads go on, deliveries made meanwhile are
+    recorded once the disk has room again, and the file is intact."""
+    with small_disk(tmp_path / "disk") as disk:
+        path = disk / "herald.db"
+        url = f"sqlite:///{path}"
+        store = create_store(url, "Full disk")
+        herald = await asyncio.to_thread(serve, url, tmp_path, HERALD_SECRET_KEY="full-disk-test-key-0123456789abcd",
+                                         HERALD_RETRY_SCHEDULE="0.5,0.5,1,1,2")
+        accepted: list[str] = []
+        answers: list[tuple[int, str | None]] = []
+        try:
+            async with Receiver() as receiver:
+                tok = await asyncio.to_thread(token, herald.url, store["client_id"], store["client_secret"])
+                async with httpx.AsyncClient(base_url=herald.url, timeout=30,
+                                             headers={"Authorization": f"Bearer {tok}"}) as api:
+                    r = await api.post("/v2/integrations", json={"data": {
+                        "type": "integration", "name": "Hook", "integration_type": "webhook", "enabled": True,
+                        "observes": ["order.paid"], "configuration": {"url": receiver.url("/hook")}}})
+                    assert r.status_code == 201, r.text
+
+                    async def publish(size: int) -> int:
+                        body = {"data": [{"type": "event", "triggered_by": "order.paid",
+                                          "payload": {"n": len(accepted), "pad": "x" * size}} for _ in range(10)]}
+                        r = await api.post("/v2/events", json=body)
+                        answers.append((r.status_code, r.headers.get("retry-after")))
+                        if r.status_code == 202:
+                            accepted.extend(j["id"] for e in r.json()["data"]
+                                            for j in e["relationships"]["jobs"]["data"])
+                        return r.status_code
+
+                    for _ in range(10):
+                        assert await publish(100) == 202
+                    filler = disk / "filler"
+                    assert fill(filler) > 0
+                    refused = None
+                    for _ in range(50):  # large events, until the log needs room the disk has not got
+                        if await publish(100_000) == 503:
+                            refused = answers[-1]
+                            break
+                    assert refused == (503, "2"), answers[-5:]
+                    listed = await api.get("/v2/integrations")  # reads go on
+                    assert listed.status_code == 200, listed.text
+                    filler.unlink()
+                    await poll(lambda: publish(100), lambda status: status == 202, timeout=30, every=0.5)
+                    await poll(lambda: _sqlite_statuses(path, accepted), lambda s: s == {"succeeded": len(accepted)},
+                               timeout=120, every=0.5)
+        finally:
+            herald.stop()
+        assert {status for status, _ in answers} <= {202, 503}, answers
+        assert all(after == "2" for status, after in answers if status == 503)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            marks = ",".join("?" * len(accepted))
+            logged = conn.execute(f"SELECT job_id, attempt, succeeded FROM logs WHERE job_id IN ({marks})",
+                                  accepted).fetchall()
+        attempts = Counter((job, attempt) for job, attempt, _ in logged)
+        assert max(attempts.values()) == 1, "an attempt was recorded twice"
+        successes = Counter(job for job, _, ok in logged if ok)
+        assert set(successes) == set(accepted) and max(successes.values()) == 1
+
+
+async def _sqlite_statuses(path: Path, job_ids: list[str]) -> dict[str, int]:
+    def read() -> dict[str, int]:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as conn:
+            marks = ",".join("?" * len(job_ids))
+            rows = conn.execute(f"SELECT status, count(*) FROM jobs WHERE id IN ({marks}) GROUP BY status",
+                                job_ids).fetchall()
+        return {s: int(n) for s, n in rows}
+
+    return await asyncio.to_thread(read)
