@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         app.include_router(module.router)
     dashboard.install(app)  # after the API: no API request pays for matching the dashboard's routes
     _error_handlers(app)
-    outages.install(app)  # the database away: 503 with Retry-After, not a hang or a 500
+    outages.install(app, html=dashboard.web.outage_page)  # the database away: 503 with Retry-After, not a hang or a 500
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # it counts the 413s too

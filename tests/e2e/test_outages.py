@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -234,6 +235,18 @@ async def test_a_locked_sqlite_file_is_a_clear_503_and_reads_go_on(tmp_path: Pat
             assert waited < 10
             listed = await api.get("/v2/integrations")  # reads do not need the write lock (WAL)
             assert listed.status_code == 200
+            # the dashboard's sign-in writes a session: a page a person can read, not the API's JSON
+            async with httpx.AsyncClient(base_url=herald.url, timeout=30) as browser:
+                form = await browser.get("/dashboard/sign-in")
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+                assert form.status_code == 200 and csrf, form.text
+                signed = await browser.post("/dashboard/sign-in", data={
+                    "csrf": csrf.group(1), "client_id": store["client_id"], "client_secret": store["client_secret"],
+                    "next": "/dashboard"})
+            assert signed.status_code == 503, signed.text
+            assert signed.headers["content-type"].startswith("text/html")
+            assert signed.headers["retry-after"] == "2"
+            assert "Service unavailable" in signed.text and "Reload this page in a few seconds" in signed.text
             holder.execute("ROLLBACK")
             r = await api.post("/v2/events", json={"data": {"type": "event", "triggered_by": "order.paid",
                                                             "payload": {}}})

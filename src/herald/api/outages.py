@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 
 import psycopg
 import sqlalchemy.exc
@@ -54,13 +55,17 @@ class _Quiet:
         self.last, self.hidden = now, 0
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, html: Callable[[Request, str], Response | None] | None = None) -> None:
+    """`html(request, retry_after)`: a page instead of the JSON answer, for the requests it answers (the
+    dashboard's)."""
     quiet = _Quiet()
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         if not is_outage(exc):
             raise exc  # the generic handler answers 500 with a request id
         quiet.warn(exc)
+        if html is not None and (shown := html(request, RETRY_AFTER)) is not None:
+            return shown
         return error_response(503, "Service Unavailable",
                               "The database is not answering; try again in a few seconds",
                               headers={"Retry-After": RETRY_AFTER})

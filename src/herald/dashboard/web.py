@@ -140,6 +140,19 @@ async def page_error(request: Request, exc: Exception) -> Response:
     return page(request, "error.html", status=exc.status, title=exc.title, message=exc.message, visitor=None)
 
 
+def outage_page(request: Request, retry_after: str) -> Response | None:
+    """The dashboard's answer while the database is away (None outside the dashboard: the API's JSON 503). A
+    page a person can read; a live fragment gets a bare 503, and the page's script tries again at its next tick."""
+    if not request.url.path.startswith("/dashboard"):
+        return None
+    headers = {**SECURITY_HEADERS, "Retry-After": retry_after}
+    if request.headers.get("x-herald-fragment"):
+        return Response(status_code=503, headers=headers)
+    return page(request, "error.html", status=503, headers=headers, title="Service unavailable",
+                message="Herald's database is not answering just now. Reload this page in a few seconds.",
+                visitor=None)
+
+
 async def sign_in_needed(request: Request, exc: Exception) -> Response:
     if request.headers.get("x-herald-fragment"):
         return Response(status_code=401, headers=SECURITY_HEADERS)
