@@ -42,17 +42,55 @@ def test_slots_are_dealt_in_turn_up_to_each_allowance() -> None:
     db = Driver.__new__(Driver)  # only ts_out is used, on values that are already datetimes
     db._sqlite = None  # type: ignore[attr-defined]
     rows = [
-        ("old", now - timedelta(minutes=5), 0, 0, None),  # oldest due: first in each turn
-        ("full", now - timedelta(minutes=4), 3, 0, None),  # holds all it may
-        ("new", now - timedelta(seconds=1), 1, 0, None),
-        ("later", now + timedelta(seconds=30), 0, 0, None),  # nothing due yet
-        ("open", now - timedelta(minutes=9), 0, 5, now + timedelta(seconds=20)),  # breaker open
-        ("probe", now - timedelta(minutes=8), 0, 5, now - timedelta(seconds=1)),  # breaker due a probe
+        ("old", now - timedelta(minutes=5), 0, 0, None, "s"),  # oldest due: first in each turn
+        ("full", now - timedelta(minutes=4), 3, 0, None, "s"),  # holds all it may
+        ("new", now - timedelta(seconds=1), 1, 0, None, "s"),
+        ("later", now + timedelta(seconds=30), 0, 0, None, "s"),  # nothing due yet
+        ("open", now - timedelta(minutes=9), 0, 5, now + timedelta(seconds=20), "s"),  # breaker open
+        ("probe", now - timedelta(minutes=8), 0, 5, now - timedelta(seconds=1), "s"),  # breaker due a probe
     ]
     shares, probes, next_due = _shares(rows, 7, now, Fairness(per_integration=3, breaker_failures=5), db)
     assert shares == {"probe": 1, "old": 3, "new": 2}
     assert probes == {"probe"}
     assert next_due == now + timedelta(seconds=20)  # the open breaker's probe time comes before `later`
+
+
+def test_stores_take_turns_before_their_integrations_do() -> None:
+    """A store with many integrations gets no more of a contended claim than a store with one: each store in
+    turn (oldest due first), and within a store its integrations in turn."""
+    now = utcnow()
+    db = Driver.__new__(Driver)
+    db._sqlite = None  # type: ignore[attr-defined]
+    due = now - timedelta(seconds=1)
+    rows = [(f"big-{i}", due - timedelta(seconds=i), 0, 0, None, "big") for i in range(10)]
+    rows.append(("small", due, 0, 0, None, "small"))
+    shares, _, _ = _shares(rows, 10, now, Fairness(per_integration=100), db)
+    assert shares["small"] == 5 and sum(n for iid, n in shares.items() if iid.startswith("big-")) == 5
+    # the big store's oldest integrations first, one slot each
+    assert {iid for iid in shares if iid.startswith("big-")} == {f"big-{i}" for i in range(5, 10)}
+    # uncontended, everyone gets what it may hold
+    shares, _, _ = _shares(rows, 10_000, now, Fairness(per_integration=3), db)
+    assert set(shares.values()) == {3} and len(shares) == 11
+
+
+async def test_a_claim_is_shared_between_stores_on_the_real_queue(harness: Harness) -> None:
+    from tests.support.helpers import new_store, webhook_body
+
+    big = [await harness.integration(name=f"Big {i}") for i in range(4)]
+    await backlog(harness, big[0], 30)  # each event goes to all four of the big store's integrations
+    other = await new_store(harness.app, harness.client, "Small store")
+    r = await harness.client.post("/v2/integrations", json=webhook_body(enabled=True), headers=other.headers)
+    assert r.status_code == 201, r.text
+    small = r.json()["data"]["id"]
+    for start in (0, 15):
+        r = await harness.client.post("/v2/events", headers=other.headers, json={"data": [
+            {"type": "event", "triggered_by": "order.paid", "payload": {"n": i}} for i in range(start, start + 15)]})
+        assert r.status_code == 202, r.text
+    async with harness.app.state.db.write() as conn:
+        claimed, _ = await queue.claim(conn, 20, 60, utcnow(), Fairness(per_integration=100))
+    taken = {i: sum(1 for j in claimed if j.integration_id == i) for i in [*big, small]}
+    assert taken[small] == 10 and sum(taken[i] for i in big) == 10, taken
+    assert all(taken[i] in (2, 3) for i in big), taken
 
 
 async def test_one_integrations_backlog_does_not_take_every_claim(harness: Harness) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,7 +67,7 @@ class Outcome:
 log = logging.getLogger("herald.worker")
 _INTEGRATION_COLUMNS = tuple(f.name for f in dataclasses.fields(IntegrationSnapshot))
 # Which integrations have open jobs: a loose index scan (one probe of ix_jobs_open_integration per integration,
-# however deep each backlog is), with each one's oldest due time, the jobs workers hold now, and its breaker.
+# however deep each backlog is), with each one's oldest due time, the jobs workers hold now, its breaker and store.
 _OPEN = (
     "WITH RECURSIVE open(iid) AS ("
     " SELECT (SELECT integration_id FROM jobs WHERE status IN ('pending', 'delivering') ORDER BY integration_id"
@@ -78,7 +78,7 @@ _OPEN = (
     " (SELECT run_at FROM jobs WHERE integration_id = open.iid AND status IN ('pending', 'delivering')"
     " ORDER BY run_at LIMIT 1),"
     " (SELECT count(*) FROM jobs WHERE integration_id = open.iid AND status = 'delivering' AND run_at > {p}),"
-    " i.consecutive_failures, i.breaker_until"
+    " i.consecutive_failures, i.breaker_until, i.store_id"
     " FROM open LEFT JOIN integrations i ON i.id = open.iid WHERE open.iid IS NOT NULL"
 )
 _OPEN_INTEGRATIONS = Sql(_OPEN.format(p="?"), _OPEN.format(p="%s"))
@@ -124,14 +124,16 @@ class Fairness:
 
 def _shares(open_rows: list[tuple[Any, ...]], want: int, now: datetime, fair: Fairness,
             db: Driver) -> tuple[dict[str, int], set[str], datetime | None]:
-    """Slots for each integration, dealt one at a time in turn (oldest due first) up to its allowance, so that
-    a claim spreads over every integration with due work; the integrations that get a breaker probe; and, for an
-    idle worker, when the next job falls due (a breaker's reopening counts)."""
+    """Slots for each integration, dealt one at a time in turn up to each one's allowance: to each store with due
+    work in turn (oldest due first), and within a store to its integrations in turn, so that a claim spreads over
+    every store and every integration with due work, and a store with a thousand integrations gets no more of a
+    busy worker than a store with one. Also the integrations that get a breaker probe and, for an idle worker,
+    when the next job falls due (a breaker's reopening counts)."""
     allowance: dict[str, int] = {}
     probes: set[str] = set()
     next_due: datetime | None = None
-    order: list[tuple[datetime, str]] = []
-    for iid, first, held, failures, breaker_until in open_rows:
+    due: list[tuple[datetime, str, str]] = []
+    for iid, first, held, failures, breaker_until, store_id in open_rows:
         first, breaker_until = db.ts_out(first), db.ts_out(breaker_until)
         if first is None:
             continue
@@ -146,23 +148,30 @@ def _shares(open_rows: list[tuple[Any, ...]], want: int, now: datetime, fair: Fa
         if room <= 0:
             continue
         allowance[iid] = room
-        order.append((first, iid))
+        due.append((first, iid, store_id or ""))
         if broken:
             probes.add(iid)
-    order.sort()
+    due.sort()
+    turns: dict[str, deque[str]] = {}  # store -> its integrations in turn; stores by oldest due
+    for _, iid, store_id in due:
+        turns.setdefault(store_id, deque()).append(iid)
     shares: dict[str, int] = {}
     left = want
-    while left > 0 and order:
-        still = []
-        for first, iid in order:
+    while left > 0 and turns:
+        for store_id in list(turns):
             if left == 0:
                 break
+            line = turns[store_id]
+            iid = line.popleft()
             shares[iid] = shares.get(iid, 0) + 1
             left -= 1
             if shares[iid] < allowance[iid]:
-                still.append((first, iid))
-        order = still
+                line.append(iid)
+            elif not line:
+                del turns[store_id]
     return shares, probes & set(shares), next_due
+
+
 _EVENTS = Sql("SELECT id, payload, created_at FROM events WHERE id IN (SELECT value FROM json_each(?))")
 _INTEGRATIONS = Sql(
     f"SELECT {', '.join(_INTEGRATION_COLUMNS)} FROM integrations WHERE id IN (SELECT value FROM json_each(?))"
