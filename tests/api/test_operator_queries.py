@@ -147,3 +147,19 @@ async def test_stores_are_found_by_id_client_id_or_name_and_rotate(app: Any, sto
     assert found is not None
     assert stores.secret_matches(rotated.client_secret, found[1])
     assert not stores.secret_matches(twin_a.client_secret, found[1])
+
+
+async def test_health_of_many_integrations_at_once(app: Any, store: StoreCreds) -> None:
+    """Past one statement's worth of probes (200 integrations): every integration still gets its own outcomes."""
+    now = utcnow()
+    ids = [new_id() for _ in range(450)]
+    for n, iid in enumerate(ids[::45]):  # one log for every 45th, alternately a success and a failure
+        await _log(app, store.id, iid, n % 2 == 0, now - timedelta(minutes=n + 1))
+    async with app.state.db.read() as conn:
+        found = await log_repo.health(conn, store.id, ids, now - timedelta(hours=24))
+    assert len(found) == 450
+    logged = set(ids[::45])
+    for n, iid in enumerate(ids[::45]):
+        item = found[iid]
+        assert (item.last_success is not None, item.last_failure is not None) == (n % 2 == 0, n % 2 == 1)
+    assert all(found[i].last_success is None and found[i].last_failure is None for i in ids if i not in logged)

@@ -149,23 +149,27 @@ async def health(
     conn: AsyncConnection, store_id: str, integration_ids: list[str], since: datetime
 ) -> dict[str, Health]:
     """`Health` of each integration: deliveries since a time (to the minute, from log_minutes: constant cost
-    however many logs there are), and the last success and failure from the (integration, succeeded, id) index."""
+    however many logs there are), and the last success and failure from the (integration, succeeded, id) index:
+    one probe each, all in one statement per 200 integrations (SQLite allows 500 terms in a compound select)."""
     totals = await minutes.totals(conn, store_id, integration_ids, since)
     found = {i: Health(*totals[i]) for i in integration_ids}
-    for integration_id, item in found.items():
-        for ok in (True, False):
-            last = (
-                await conn.execute(
-                    sa.select(t.c.created_at)
-                    .where(t.c.integration_id == integration_id, t.c.succeeded.is_(ok))
-                    .order_by(t.c.id.desc())
-                    .limit(1)
-                )
-            ).scalar()
+    for start in range(0, len(integration_ids), 200):
+        probes = [
+            sa.select(sub)
+            for integration_id in integration_ids[start:start + 200]
+            for ok in (True, False)
+            for sub in [
+                sa.select(t.c.integration_id, t.c.succeeded, t.c.created_at)
+                .where(t.c.integration_id == integration_id, t.c.succeeded.is_(ok))
+                .order_by(t.c.id.desc()).limit(1).subquery()
+            ]
+        ]
+        for integration_id, ok, created_at in (await conn.execute(sa.union_all(*probes))).all():
+            item = found[integration_id]
             if ok:
-                item.last_success = last
+                item.last_success = created_at
             else:
-                item.last_failure = last
+                item.last_failure = created_at
     return found
 
 
