@@ -7,27 +7,23 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from herald.api.auth import require_store
-from herald.api.jsonapi import STORE_ERRORS, JSONResponse, errors
+from herald.api.jsonapi import STORE_ERRORS, JSONResponse, Strict, errors
 from herald.db import sessions
 from herald.domain.ids import rfc3339, utcnow
 
 router = APIRouter(prefix="/v2/dashboard", tags=["dashboard"])
 
 
-class DashboardLink(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DashboardLink(Strict):
     type: Literal["dashboard_link"]
     url: str = Field(description="Opens the store's dashboard, signed in. Works once, for 5 minutes.")
     expires_at: datetime
 
 
-class DashboardLinkEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DashboardLinkEnvelope(Strict):
     data: DashboardLink
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
@@ -18,6 +18,7 @@ from herald.api.jsonapi import (
     STORE_ERRORS,
     APIError,
     JSONResponse,
+    Strict,
     errors,
     json_body,
     not_found,
@@ -47,32 +48,28 @@ class EventEnvelope(BaseModel):
     data: EventBody | list[EventBody] = Field(description="One event, or a batch of up to 1000")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JobRef(_Strict):
+class JobRef(Strict):
     type: Literal["integration-job"]
     id: str
 
 
-class JobsRelation(_Strict):
+class JobsRelation(Strict):
     data: list[JobRef] = Field(description="One job per integration that observes the event")
 
 
-class EventRelationships(_Strict):
+class EventRelationships(Strict):
     jobs: JobsRelation
 
 
-class EventTimestamps(_Strict):
+class EventTimestamps(Strict):
     created_at: datetime
 
 
-class EventMeta(_Strict):
+class EventMeta(Strict):
     timestamps: EventTimestamps
 
 
-class Event(_Strict):
+class Event(Strict):
     id: str
     type: Literal["event"]
     triggered_by: str
@@ -84,11 +81,11 @@ class EventWithPayload(Event):
     payload: dict[str, Any] | SkipJsonSchema[None] = Field(None, description="The payload as published")
 
 
-class PublishedDocument(_Strict):
+class PublishedDocument(Strict):
     data: Event | list[Event] = Field(description="The event, or the batch's events in the order sent")
 
 
-class EventDocument(_Strict):
+class EventDocument(Strict):
     data: EventWithPayload
 
 

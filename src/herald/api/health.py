@@ -6,31 +6,25 @@ from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from herald import __version__
-from herald.api.jsonapi import JSONResponse
+from herald.api.jsonapi import JSONResponse, Strict
 
 router = APIRouter(tags=["health"])
 
 
-class Alive(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Alive(Strict):
     status: Literal["ok"]
     version: str
 
 
-class Ready(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Ready(Strict):
     status: Literal["ok"]
     database: Literal["ok"]
 
 
-class NotReady(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NotReady(Strict):
     status: Literal["unavailable"]
     database: str = Field(description="The kind of error the database check met")
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 from starlette.responses import Response
 
 from herald.api.auth import require_store
@@ -19,6 +19,7 @@ from herald.api.jsonapi import (
     FilterField,
     JSONResponse,
     PageLinks,
+    Strict,
     base_url,
     collection,
     errors,
@@ -100,28 +101,20 @@ class IntegrationEnvelope(BaseModel):
     data: IntegrationBody
 
 
-class IntegrationLinks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IntegrationLinks(Strict):
     self: str
 
 
-class Timestamps(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Timestamps(Strict):
     created_at: datetime
     updated_at: datetime
 
 
-class IntegrationMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IntegrationMeta(Strict):
     timestamps: Timestamps
 
 
-class Integration(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Integration(Strict):
     id: str
     type: Literal["integration"]
     name: str
@@ -136,29 +129,21 @@ class Integration(BaseModel):
     meta: IntegrationMeta
 
 
-class IntegrationDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IntegrationDocument(Strict):
     data: Integration
 
 
-class IntegrationList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IntegrationList(Strict):
     data: list[Integration]
     links: PageLinks
     meta: CollectionMeta
 
 
-class SigningSecret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SigningSecret(Strict):
     key: str = Field(description="The key deliveries are signed with (Standard Webhooks)")
 
 
-class SigningSecretDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SigningSecretDocument(Strict):
     data: SigningSecret
 
 

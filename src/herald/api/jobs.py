@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from herald.api.auth import require_store
 from herald.api.jsonapi import (
@@ -18,6 +18,7 @@ from herald.api.jsonapi import (
     FilterField,
     JSONResponse,
     PageLinks,
+    Strict,
     collection,
     errors,
     filter_clauses,
@@ -45,43 +46,39 @@ FILTERS = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class IntegrationRef(_Strict):
+class IntegrationRef(Strict):
     type: Literal["integration"]
     id: str
 
 
-class EventRef(_Strict):
+class EventRef(Strict):
     type: Literal["event"]
     id: str
 
 
-class IntegrationRelation(_Strict):
+class IntegrationRelation(Strict):
     data: IntegrationRef
 
 
-class EventRelation(_Strict):
+class EventRelation(Strict):
     data: EventRef
 
 
-class JobRelationships(_Strict):
+class JobRelationships(Strict):
     integration: IntegrationRelation
     event: EventRelation
 
 
-class JobTimestamps(_Strict):
+class JobTimestamps(Strict):
     created_at: datetime
     updated_at: datetime
 
 
-class JobMeta(_Strict):
+class JobMeta(Strict):
     timestamps: JobTimestamps
 
 
-class Job(_Strict):
+class Job(Strict):
     id: str
     type: Literal["integration-job"]
     status: Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
@@ -92,21 +89,21 @@ class Job(_Strict):
     meta: JobMeta
 
 
-class JobDocument(_Strict):
+class JobDocument(Strict):
     data: Job
 
 
-class JobList(_Strict):
+class JobList(Strict):
     data: list[Job]
     links: PageLinks
     meta: CollectionMeta
 
 
-class RetriedCount(_Strict):
+class RetriedCount(Strict):
     count: int = Field(description="How many jobs were made pending again")
 
 
-class RetriedDocument(_Strict):
+class RetriedDocument(Strict):
     meta: RetriedCount
 
 

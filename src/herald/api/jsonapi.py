@@ -73,9 +73,13 @@ def error_response(
 # --- OpenAPI ----------------------------------------------------------------------------------------------------
 
 
-class ErrorObject(BaseModel):
+class Strict(BaseModel):
+    """Base of the answer documents: their schema lists every field and allows no other."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class ErrorObject(Strict):
     status: int = Field(description="The HTTP status code, again")
     title: str = Field(description="The status code's name, e.g. Unprocessable Entity")
     detail: str = Field(description="What is wrong, in a sentence")
@@ -87,10 +91,8 @@ class ErrorObject(BaseModel):
     )
 
 
-class ErrorDocument(BaseModel):
+class ErrorDocument(Strict):
     """Every error Herald answers, in Moltin's form."""
-
-    model_config = ConfigDict(extra="forbid")
 
     errors: list[ErrorObject] = Field(min_length=1)
 
@@ -256,9 +258,7 @@ def _page_url(request: Request, **page: Any) -> str:
     return f"{base_url(request)}{request.url.path}" + (f"?{query}" if query else "")
 
 
-class PageLinks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PageLinks(Strict):
     current: str
     first: str
     last: str | None = Field(description="null in cursor mode (page[after])")
@@ -266,24 +266,18 @@ class PageLinks(BaseModel):
     next: str | None = Field(description="null on the last page")
 
 
-class PageMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PageMeta(Strict):
     limit: int = Field(description="The page size used (page[limit] above 100 is taken as 100)")
     offset: int
     current: int | None = Field(description="The page number; null in cursor mode")
     total: int = Field(description="The number of pages")
 
 
-class ResultCount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ResultCount(Strict):
     total: int = Field(description="The number of matching resources")
 
 
-class CollectionMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CollectionMeta(Strict):
     page: PageMeta
     results: ResultCount
 

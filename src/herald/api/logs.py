@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from herald.api.auth import require_store
 from herald.api.jobs import IntegrationRelation
@@ -19,6 +19,7 @@ from herald.api.jsonapi import (
     PageLinks,
     PageMeta,
     ResultCount,
+    Strict,
     collection,
     errors,
     filter_clauses,
@@ -47,33 +48,29 @@ FILTERS = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JobRef(_Strict):
+class JobRef(Strict):
     type: Literal["integration-job"]
     id: str
 
 
-class JobRelation(_Strict):
+class JobRelation(Strict):
     data: JobRef
 
 
-class LogRelationships(_Strict):
+class LogRelationships(Strict):
     integration: IntegrationRelation
     job: JobRelation
 
 
-class LogTimestamps(_Strict):
+class LogTimestamps(Strict):
     created_at: datetime
 
 
-class LogMeta(_Strict):
+class LogMeta(Strict):
     timestamps: LogTimestamps
 
 
-class Log(_Strict):
+class Log(Strict):
     """One delivery attempt."""
 
     id: str
@@ -88,7 +85,7 @@ class Log(_Strict):
     meta: LogMeta
 
 
-class LogList(_Strict):
+class LogList(Strict):
     """The logs lists' shape, as the Moltin logs API answers: `meta` is the page, `results` beside it."""
 
     data: list[Log]
