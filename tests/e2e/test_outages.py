@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -115,13 +115,8 @@ async def test_connections_killed_and_the_database_cut_for_10s(pg_database: str,
     stop = asyncio.Event()
     try:
         async with Receiver() as receiver:
-            tok = await asyncio.to_thread(token, herald.url, store["client_id"], store["client_secret"])
-            async with httpx.AsyncClient(base_url=herald.url, timeout=30,
-                                         headers={"Authorization": f"Bearer {tok}"}) as api:
-                r = await api.post("/v2/integrations", json={"data": {
-                    "type": "integration", "name": "Hook", "integration_type": "webhook", "enabled": True,
-                    "observes": ["order.paid"], "configuration": {"url": receiver.url("/hook")}}})
-                assert r.status_code == 201, r.text
+            async with signed_in(herald, store) as api:
+                await hook(api, receiver.url("/hook"))
 
                 async def publisher() -> None:
                     n = 0
@@ -184,12 +179,33 @@ async def test_connections_killed_and_the_database_cut_for_10s(pg_database: str,
     with psycopg.connect(pg_database) as conn:
         logged = conn.execute("SELECT job_id, attempt, succeeded FROM logs WHERE job_id = ANY(%s)",
                               (accepted,)).fetchall()
+    recorded_once(logged, accepted)
+    delivered = Counter(q["headers"]["webhook-id"] for q in receiver.requests)
+    assert set(delivered) >= set(accepted)
+
+
+@contextlib.asynccontextmanager
+async def signed_in(herald: HeraldProcess, store: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `herald` with the store's token."""
+    tok = await asyncio.to_thread(token, herald.url, store["client_id"], store["client_secret"])
+    async with httpx.AsyncClient(base_url=herald.url, timeout=30, headers={"Authorization": f"Bearer {tok}"}) as api:
+        yield api
+
+
+async def hook(api: httpx.AsyncClient, url: str) -> None:
+    """An enabled webhook integration observing order.paid."""
+    r = await api.post("/v2/integrations", json={"data": {
+        "type": "integration", "name": "Hook", "integration_type": "webhook", "enabled": True,
+        "observes": ["order.paid"], "configuration": {"url": url}}})
+    assert r.status_code == 201, r.text
+
+
+def recorded_once(logged: list[tuple[str, int, bool]], accepted: list[str]) -> None:
+    """Logs (job id, attempt, succeeded): no attempt recorded twice, and every accepted job succeeded once."""
     attempts = Counter((job, attempt) for job, attempt, _ in logged)
     assert max(attempts.values()) == 1, "an attempt was recorded twice"
     successes = Counter(job for job, _, ok in logged if ok)
     assert set(successes) == set(accepted) and max(successes.values()) == 1
-    delivered = Counter(q["headers"]["webhook-id"] for q in receiver.requests)
-    assert set(delivered) >= set(accepted)
 
 
 async def _count(items: list[str]) -> int:
@@ -220,9 +236,7 @@ async def test_a_locked_sqlite_file_is_a_clear_503_and_reads_go_on(tmp_path: Pat
     herald = await asyncio.to_thread(serve, url, tmp_path, HERALD_SECRET_KEY="locked-test-key-0123456789abcdef")
     holder: sqlite3.Connection | None = None
     try:
-        tok = await asyncio.to_thread(token, herald.url, store["client_id"], store["client_secret"])
-        async with httpx.AsyncClient(base_url=herald.url, timeout=30,
-                                     headers={"Authorization": f"Bearer {tok}"}) as api:
+        async with signed_in(herald, store) as api:
             holder = sqlite3.connect(path, isolation_level=None, timeout=0)
             holder.execute("BEGIN IMMEDIATE")  # another process's long write transaction
             t = time.monotonic()
@@ -306,13 +320,8 @@ async def test_a_full_sqlite_disk_is_a_clear_503_and_nothing_accepted_is_lost(tm
         answers: list[tuple[int, str | None]] = []
         try:
             async with Receiver() as receiver:
-                tok = await asyncio.to_thread(token, herald.url, store["client_id"], store["client_secret"])
-                async with httpx.AsyncClient(base_url=herald.url, timeout=30,
-                                             headers={"Authorization": f"Bearer {tok}"}) as api:
-                    r = await api.post("/v2/integrations", json={"data": {
-                        "type": "integration", "name": "Hook", "integration_type": "webhook", "enabled": True,
-                        "observes": ["order.paid"], "configuration": {"url": receiver.url("/hook")}}})
-                    assert r.status_code == 201, r.text
+                async with signed_in(herald, store) as api:
+                    await hook(api, receiver.url("/hook"))
 
                     async def publish(size: int) -> int:
                         body = {"data": [{"type": "event", "triggered_by": "order.paid",
@@ -349,10 +358,7 @@ async def test_a_full_sqlite_disk_is_a_clear_503_and_nothing_accepted_is_lost(tm
             marks = ",".join("?" * len(accepted))
             logged = conn.execute(f"SELECT job_id, attempt, succeeded FROM logs WHERE job_id IN ({marks})",
                                   accepted).fetchall()
-        attempts = Counter((job, attempt) for job, attempt, _ in logged)
-        assert max(attempts.values()) == 1, "an attempt was recorded twice"
-        successes = Counter(job for job, _, ok in logged if ok)
-        assert set(successes) == set(accepted) and max(successes.values()) == 1
+        recorded_once(logged, accepted)
 
 
 async def _sqlite_statuses(path: Path, job_ids: list[str]) -> dict[str, int]:
