@@ -14,6 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 
 from herald.api.auth import require_store
+from herald.api.jobs import JobRef
 from herald.api.jsonapi import (
     STORE_ERRORS,
     APIError,
@@ -46,11 +47,6 @@ class EventBody(BaseModel):
 
 class EventEnvelope(BaseModel):
     data: EventBody | list[EventBody] = Field(description="One event, or a batch of up to 1000")
-
-
-class JobRef(Strict):
-    type: Literal["integration-job"]
-    id: str
 
 
 class JobsRelation(Strict):

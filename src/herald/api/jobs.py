@@ -51,6 +51,11 @@ class IntegrationRef(Strict):
     id: str
 
 
+class JobRef(Strict):
+    type: Literal["integration-job"]
+    id: str
+
+
 class EventRef(Strict):
     type: Literal["event"]
     id: str

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from herald.api.auth import require_store
-from herald.api.jobs import IntegrationRelation
+from herald.api.jobs import IntegrationRelation, JobRef
 from herald.api.jsonapi import (
     BOOL_OPS,
     ORDERED_OPS,
@@ -46,11 +46,6 @@ FILTERS = {
     "attempt": FilterField(t.c.attempt, parse_int, ORDERED_OPS),
     "created_at": FilterField(t.c.created_at, parse_time, ORDERED_OPS),
 }
-
-
-class JobRef(Strict):
-    type: Literal["integration-job"]
-    id: str
 
 
 class JobRelation(Strict):
